@@ -1,0 +1,1 @@
+"""Agents: models and tokenizers, prompts, action parsing, decoding, baselines."""

@@ -1,0 +1,99 @@
+"""Wrapper overhead of AlfWorldEnv next to the stock textworld PDDL env, on the same games.
+
+Both sides play the same seeded random walks over admissible commands; rounds alternate between
+the two so that machine noise hits both alike. Reports median steps/s and reset times, and the
+ratios (ours / stock).
+
+    python benchmarks/bench_env.py                      # fixture games
+    python benchmarks/bench_env.py --games DIR --rounds 5 --steps 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+from envs import AlfWorldEnv
+from envs.games import resolve_games
+
+FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
+
+
+def stock_env():
+    import textworld
+    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+    from textworld.envs import PddlEnv
+
+    return AlfredDemangler(PddlEnv(textworld.EnvInfos(admissible_commands=True, won=True)))
+
+
+def run_stock(games: list[str], steps: int, seed: int) -> tuple[float, float, float]:
+    env, rng = stock_env(), random.Random(seed)
+    first_resets, resets, step_time, n_steps = [], [], 0.0, 0
+    for game in games:
+        start = time.perf_counter()
+        env.load(game)
+        state = env.reset()
+        first_resets.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        state = env.reset()
+        resets.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, _, done = env.step(rng.choice(state["admissible_commands"]))
+            n_steps += 1
+            if done:
+                break
+        step_time += time.perf_counter() - start
+    return n_steps / step_time, statistics.median(first_resets), statistics.median(resets)
+
+
+def run_ours(games: list[str], steps: int, seed: int) -> tuple[float, float, float]:
+    env, rng = AlfWorldEnv(max_steps=steps), random.Random(seed)
+    first_resets, resets, step_time, n_steps = [], [], 0.0, 0
+    for game in games:
+        start = time.perf_counter()
+        _, info = env.reset(options={"game": game})
+        first_resets.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        _, info = env.reset(options={"game": game})
+        resets.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for _ in range(steps):
+            _, _, terminated, truncated, info = env.step(rng.choice(info["admissible_commands"]))
+            n_steps += 1
+            if terminated or truncated:
+                break
+        step_time += time.perf_counter() - start
+    return n_steps / step_time, statistics.median(first_resets), statistics.median(resets)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--games", default=str(FIXTURES))
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=30, help="random steps per game per round")
+    args = parser.parse_args()
+    games = resolve_games(args.games)
+    results = {"stock": [], "ours": []}
+    for round_ in range(args.rounds):
+        for name, run in (("stock", run_stock), ("ours", run_ours)):
+            results[name].append(run(games, args.steps, seed=round_))
+    medians = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in results.items()}
+    report = {
+        "games": len(games), "rounds": args.rounds,
+        "stock": dict(zip(("steps_per_s", "first_reset_s", "reset_s"), medians["stock"])),
+        "ours": dict(zip(("steps_per_s", "first_reset_s", "reset_s"), medians["ours"])),
+    }
+    report["ratio_ours_over_stock"] = {
+        key: report["ours"][key] / report["stock"][key] for key in report["ours"]
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

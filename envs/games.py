@@ -1,0 +1,226 @@
+"""Where games come from: official ALFWorld splits, any folder laid out like them, lists of files.
+
+A game is a folder holding `traj_data.json` (task type and parameters), `initial_state.pddl`
+and `game.tw-pddl` (JSON: PDDL domain, grammar, problem, `solvable`, `walkthrough`). We sweep
+folders the way alfworld does (same filters: movable and sliced trajectories, unsolvable games
+and unknown task types are skipped), but we also count and report every folder we skip, and
+we always return games in sorted order so that runs and evaluations are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from envs.safety import UnsafeGameError, extract_task_sentence
+
+TASK_TYPES = (
+    "pick_and_place_simple",
+    "look_at_obj_in_light",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "pick_two_obj_and_place",
+)
+OFFICIAL_SPLITS = ("train", "valid_seen", "valid_unseen")
+OFFICIAL_SUBDIR = "json_2.1.1"
+GAME_FILE = "game.tw-pddl"
+TRAJ_FILE = "traj_data.json"
+_GAME_KEYS = ("pddl_domain", "grammar", "pddl_problem")
+
+
+class GameFileError(ValueError):
+    """A game folder or file is malformed, incomplete or refused."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class MissingDataError(FileNotFoundError):
+    """Asked-for games are not on disk."""
+
+
+@dataclass(frozen=True)
+class Game:
+    """A validated game, ready for the engine.
+
+    `data` is the parsed `game.tw-pddl`; the engine loads this very object, so what was checked
+    is what runs.
+    """
+
+    path: str  # the game.tw-pddl file
+    task_type: str  # one of TASK_TYPES, or "unknown" for a bare game file
+    task: str  # the goal sentence, e.g. "put some apple on fridge"
+    data: dict = field(repr=False, compare=False)
+
+    @property
+    def walkthrough(self) -> list[str] | None:
+        return self.data.get("walkthrough")
+
+
+@dataclass
+class GameScan:
+    """The result of sweeping a folder: the games found and every folder skipped, with why."""
+
+    games: list[str] = field(default_factory=list)  # sorted game.tw-pddl paths
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (folder, reason)
+
+    def skipped_counts(self) -> Counter:
+        return Counter(reason.split(":")[0] for _, reason in self.skipped)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except FileNotFoundError:
+        raise GameFileError(path, "file is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise GameFileError(path, f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise GameFileError(path, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _game_file(path: str | Path) -> Path:
+    path = Path(path)
+    return path / GAME_FILE if path.is_dir() else path
+
+
+def read_task_type(game_file: Path) -> str:
+    """Task type from the `traj_data.json` beside a game file ("unknown" if there is none)."""
+    traj_path = game_file.parent / TRAJ_FILE
+    if not traj_path.exists():
+        return "unknown"
+    task_type = _read_json(traj_path).get("task_type")
+    if not isinstance(task_type, str):
+        raise GameFileError(traj_path, "has no string 'task_type'")
+    return task_type
+
+
+def load_game(path: str | Path, trust_game_files: bool = False) -> Game:
+    """Read and validate one game (a game folder or its `game.tw-pddl`).
+
+    Raises GameFileError naming the file when it is malformed, incomplete, or (unless
+    `trust_game_files`) carries a grammar other than alfworld's.
+    """
+    game_file = _game_file(path)
+    data = _read_json(game_file)
+    missing = [key for key in _GAME_KEYS if not isinstance(data.get(key), str)]
+    if missing:
+        raise GameFileError(game_file, f"missing or non-text keys {missing}; expected {list(_GAME_KEYS)}")
+    try:
+        task = extract_task_sentence(data["grammar"])
+    except UnsafeGameError as error:
+        if not trust_game_files:
+            raise GameFileError(
+                game_file, f"refused: {error}. Pass trust_game_files=True only for files you trust."
+            ) from None
+        task = "unknown task"
+    return Game(path=str(game_file), task_type=read_task_type(game_file), task=task, data=data)
+
+
+def _skip_reason(folder: Path, root: Path, traj: dict, task_types: Iterable[str]) -> str | None:
+    """Why alfworld's own loader would skip this trajectory folder (None: keep it).
+
+    alfworld tests the absolute path for "movable" and "Sliced"; we test the part below the
+    sweep root, so that a user's own folder names cannot hide all of their games.
+    """
+    relative = str(folder.relative_to(root))
+    if "movable" in relative or "Sliced" in relative:
+        return "unsupported: movable receptacles or sliced objects"
+    if traj.get("task_type") not in task_types:
+        return f"unknown task type: {traj.get('task_type')!r}"
+    game_file = folder / GAME_FILE
+    if not game_file.exists():
+        return f"missing {GAME_FILE}: {game_file}"
+    game = _read_json(game_file)
+    if "solvable" not in game:
+        return f"not checked for solvability: {game_file} has no 'solvable' key"
+    if not game["solvable"]:
+        return f"unsolvable: {game_file}"
+    return None
+
+
+def scan_games(root: str | Path, task_types: Iterable[str] = TASK_TYPES) -> GameScan:
+    """Every playable game under `root`, sorted, plus the folders skipped and why.
+
+    Malformed folders (unreadable JSON, missing files) are skipped and reported, never fatal:
+    one broken download must not stop a sweep over thousands of games.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise MissingDataError(f"games folder {root} does not exist")
+    task_types = tuple(task_types)
+    scan = GameScan()
+    for dirpath, _, filenames in os.walk(root):
+        if TRAJ_FILE not in filenames:
+            continue
+        folder = Path(dirpath)
+        try:
+            reason = _skip_reason(folder, root, _read_json(folder / TRAJ_FILE), task_types)
+        except GameFileError as error:
+            reason = f"malformed: {error}"
+        if reason is None:
+            scan.games.append(str(folder / GAME_FILE))
+        else:
+            scan.skipped.append((str(folder), reason))
+    scan.games.sort()
+    scan.skipped.sort()
+    return scan
+
+
+def alfworld_data_dir() -> Path:
+    """`$ALFWORLD_DATA`, or alfworld's default cache folder when unset."""
+    return Path(os.environ.get("ALFWORLD_DATA") or Path.home() / ".cache" / "alfworld")
+
+
+def official_split_dir(split: str, data_dir: str | Path | None = None) -> Path:
+    """The folder of an official split, or an error that says how to get the data."""
+    if split not in OFFICIAL_SPLITS:
+        raise ValueError(f"expected an official split in {list(OFFICIAL_SPLITS)}, got {split!r}")
+    data_dir = Path(data_dir) if data_dir is not None else alfworld_data_dir()
+    folder = data_dir / OFFICIAL_SUBDIR / split
+    if not folder.is_dir():
+        raise MissingDataError(
+            f"official ALFWorld split {split!r} not found at {folder}. Download the data with "
+            "`alfworld-download` (needs network; it fills $ALFWORLD_DATA, default "
+            "~/.cache/alfworld) and set ALFWORLD_DATA to that folder, or generate games instead "
+            "with `holderpo games generate --out DIR` and pass that folder."
+        )
+    return folder
+
+
+def official_splits_present(data_dir: str | Path | None = None) -> dict[str, bool]:
+    """Which official splits are on disk (for `holderpo doctor`)."""
+    data_dir = Path(data_dir) if data_dir is not None else alfworld_data_dir()
+    return {split: (data_dir / OFFICIAL_SUBDIR / split).is_dir() for split in OFFICIAL_SPLITS}
+
+
+def resolve_games(source: str | Path | Iterable[str | Path]) -> list[str]:
+    """Game files from a source: `official:<split>`, a folder to sweep, a game file or a list.
+
+    Returns sorted paths; raises MissingDataError when the source holds no game.
+    """
+    if isinstance(source, (str, Path)):
+        text = str(source)
+        if text.startswith("official:"):
+            paths = scan_games(official_split_dir(text.split(":", 1)[1])).games
+        elif Path(text).is_file() or (Path(text) / GAME_FILE).is_file():
+            paths = [str(_game_file(text))]
+        else:
+            paths = scan_games(text).games
+    else:
+        paths = sorted(str(_game_file(p)) for p in source)
+    if not paths:
+        raise MissingDataError(
+            f"no playable games in {source}: expected folders holding {TRAJ_FILE} and a solvable "
+            f"{GAME_FILE} (generate some with `holderpo games generate --out DIR`)"
+        )
+    return paths
