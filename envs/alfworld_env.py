@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 import string
 from pathlib import Path
 from typing import Any, Iterable, SupportsFloat
@@ -67,7 +69,8 @@ class AlfWorldEnv(gym.Env[str, str]):
     ## Information
     `admissible_commands` (sorted list), `won`, `task_type`, `task` (the goal sentence),
     `gamefile`, `step` (commands played so far) and `admissible` (whether the last command was
-    admissible; None after reset).
+    admissible; None after reset). With `expert=True`, also `expert_action`: the next command
+    of alfworld's handcoded expert.
 
     ## Arguments
     - `games`: game files or folders, a folder to sweep, or "official:<split>". May be None when
@@ -76,6 +79,7 @@ class AlfWorldEnv(gym.Env[str, str]):
     - `trust_game_files`: load game files whose grammar is not alfworld's. textworld evaluates
       grammar expressions as Python, so only set this for files you trust.
     - `render_mode`: None or "ansi" (render returns the last command and observation).
+    - `expert`: run alfworld's handcoded expert beside the game and report its next command.
 
     ## Version History
     - v0: initial version.
@@ -89,6 +93,7 @@ class AlfWorldEnv(gym.Env[str, str]):
         max_steps: int = DEFAULT_MAX_STEPS,
         trust_game_files: bool = False,
         render_mode: str | None = None,
+        expert: bool = False,
     ):
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"expected max_steps to be a positive integer, got {max_steps!r}")
@@ -100,6 +105,7 @@ class AlfWorldEnv(gym.Env[str, str]):
         self.max_steps = max_steps
         self.trust_game_files = trust_game_files
         self.render_mode = render_mode
+        self.expert = expert
         self.observation_space = spaces.Text(MAX_OBSERVATION_CHARS, min_length=0, charset=CHARSET)
         self.action_space = spaces.Text(MAX_ACTION_CHARS, min_length=0, charset=CHARSET)
 
@@ -112,6 +118,7 @@ class AlfWorldEnv(gym.Env[str, str]):
         self._episode_over = True
         self._last_command: str | None = None
         self._last_observation = ""
+        self._expert_random_state: tuple | None = None  # see _expert_randomness
 
     # -- engine ------------------------------------------------------------------------------
     def _build_engine(self):
@@ -120,7 +127,12 @@ class AlfWorldEnv(gym.Env[str, str]):
         from textworld.envs import PddlEnv
 
         infos = textworld.EnvInfos(admissible_commands=True, won=True)
-        return AlfredDemangler(PddlEnv(infos))
+        engine = AlfredDemangler(PddlEnv(infos))
+        if self.expert:
+            from alfworld.agents.environment.alfred_tw_env import AlfredExpert, AlfredExpertType
+
+            engine = AlfredExpert(engine, expert_type=AlfredExpertType.HANDCODED)
+        return engine
 
     def _load(self, path: str | Path) -> None:
         game = load_game(path, trust_game_files=self.trust_game_files)
@@ -130,6 +142,8 @@ class AlfWorldEnv(gym.Env[str, str]):
             self._engine = self._build_engine()
         try:
             self._engine.load(game.data)  # the object we validated, not the file re-read
+            if self.expert:  # the expert reads traj_data.json beside the game file
+                self._engine.gamefile = game.path
         except Exception as error:  # textworld raises many kinds on a bad PDDL problem
             self._game = None
             raise GameFileError(game.path, f"the engine could not load it: {error!r}") from error
@@ -144,6 +158,20 @@ class AlfWorldEnv(gym.Env[str, str]):
         index = self._order[self._next_index % len(self._order)]
         self._next_index += 1
         return self.game_paths[index]
+
+    @contextlib.contextmanager
+    def _expert_randomness(self):
+        """Run engine calls with this env's own state of the global `random` (expert mode)."""
+        if not self.expert:
+            yield
+            return
+        outside = random.getstate()
+        random.setstate(self._expert_random_state)
+        try:
+            yield
+        finally:
+            self._expert_random_state = random.getstate()
+            random.setstate(outside)
 
     # -- gymnasium API -------------------------------------------------------------------------
     def reset(
@@ -165,7 +193,13 @@ class AlfWorldEnv(gym.Env[str, str]):
             self._next_index = 0
         path = (options or {}).get("game") or self._next_game()
         self._load(path)
-        self._state = self._engine.reset()
+        if self.expert:
+            # alfworld's expert breaks ties with the global `random` module. Each env keeps its
+            # own state of it, seeded from the env's generator, so that expert episodes repeat
+            # exactly under the same seed, whatever other envs share the process.
+            self._expert_random_state = random.Random(int(self.np_random.integers(2**63))).getstate()
+        with self._expert_randomness():
+            self._state = self._engine.reset()
         self._steps = 0
         self._episode_over = False
         self._last_command = None
@@ -190,7 +224,8 @@ class AlfWorldEnv(gym.Env[str, str]):
         if not isinstance(action, str):
             raise TypeError(f"expected the action to be a str, got {type(action).__name__}")
         admissible = action.strip() in self._state["admissible_commands"]
-        self._state, _, _ = self._engine.step(action)
+        with self._expert_randomness():
+            self._state, _, _ = self._engine.step(action)
         self._steps += 1
         won = bool(self._state["won"])
         truncated = not won and self._steps >= self.max_steps
@@ -208,7 +243,7 @@ class AlfWorldEnv(gym.Env[str, str]):
 
     def _info(self, admissible: bool | None) -> dict[str, Any]:
         assert self._game is not None, "_info is only called after a game is loaded"
-        return {
+        info = {
             "admissible_commands": list(self._state["admissible_commands"]),
             "won": bool(self._state["won"]),
             "task_type": self._game.task_type,
@@ -217,3 +252,6 @@ class AlfWorldEnv(gym.Env[str, str]):
             "step": self._steps,
             "admissible": admissible,
         }
+        if self.expert:
+            info["expert_action"] = self._state["extra.expert_plan"][0]
+        return info

@@ -1,0 +1,218 @@
+"""Many ALFWorld episodes side by side, in worker processes that survive crashes and hangs.
+
+GRPO-style training plays G episodes of the same game at once, for several games. Gymnasium's
+vector envs autoreset each sub-env into its own next game, which breaks such groups, and one
+dead worker stalls the whole batch. `BatchedAlfWorld` is our own small API instead:
+
+- `num_envs` slots spread over `num_workers` processes (slot i lives on worker i % num_workers);
+  each worker keeps its engines warm between episodes.
+- `reset(games, seeds)` assigns a game to each slot; `None` leaves that slot alone (the mask).
+  There is no autoreset: a finished slot stays finished until reset.
+- `step({slot: action})` acts only on the slots given, which must be live.
+- A worker that crashes, or does not answer within `step_timeout` seconds, is killed and
+  restarted; each episode it was running ends with `error` set (reported, never dropped), and
+  the other workers' episodes go on.
+
+    batch = BatchedAlfWorld(num_envs=8, num_workers=2)
+    results = batch.reset(group_games(games[:2], group_size=4), seeds=range(8))
+    results = batch.step({i: r.info["admissible_commands"][0] for i, r in enumerate(results)})
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+DEFAULT_STEP_TIMEOUT = 60.0
+
+
+@dataclass
+class StepResult:
+    """What one slot returned from reset or step.
+
+    `error` is None for a normal result. Otherwise the episode is over and errored: its worker
+    crashed or hung, or the env raised (for example on a malformed game); `observation` is then
+    empty and `info` holds only what the parent knows.
+    """
+
+    observation: str
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any]
+    error: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated or self.error is not None
+
+
+def group_games(games: Sequence[str], group_size: int) -> list[str]:
+    """Each game repeated `group_size` times in a row: slots [g*G, (g+1)*G) share game g."""
+    if group_size < 1:
+        raise ValueError(f"expected group_size >= 1, got {group_size}")
+    return [game for game in games for _ in range(group_size)]
+
+
+def _worker_main(conn, env_kwargs: dict) -> None:
+    """Serve reset/step requests for this worker's slots until told to close."""
+    from envs.alfworld_env import AlfWorldEnv
+
+    envs: dict[int, AlfWorldEnv] = {}
+    while True:
+        command, payload = conn.recv()
+        if command == "close":
+            return
+        replies = []
+        for slot, argument, seed in payload:
+            env = envs.setdefault(slot, AlfWorldEnv(**env_kwargs))
+            try:
+                if command == "reset":
+                    observation, info = env.reset(seed=seed, options={"game": argument})
+                    replies.append((slot, (observation, 0.0, False, False, info, None)))
+                else:
+                    replies.append((slot, (*env.step(argument), None)))
+            except Exception as error:  # one bad game must not take the other slots down
+                message = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
+                replies.append((slot, ("", 0.0, False, False, {}, message)))
+        conn.send(replies)
+
+
+class _Worker:
+    """One process and its pipe."""
+
+    def __init__(self, context, env_kwargs: dict):
+        self.conn, child_conn = context.Pipe()
+        self.process = context.Process(target=_worker_main, args=(child_conn, env_kwargs), daemon=True)
+        self.process.start()
+        child_conn.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+
+class BatchedAlfWorld:
+    """`num_envs` AlfWorldEnv slots over `num_workers` processes (see the module docstring).
+
+    Args:
+        num_envs: number of slots (episodes played at once).
+        num_workers: processes; default min(num_envs, CPU count).
+        step_timeout: seconds a worker may take to answer one reset or step request.
+        **env_kwargs: passed to every AlfWorldEnv (max_steps, expert, trust_game_files).
+    """
+
+    def __init__(self, num_envs: int, num_workers: int | None = None,
+                 step_timeout: float = DEFAULT_STEP_TIMEOUT, **env_kwargs: Any):
+        if num_envs < 1:
+            raise ValueError(f"expected num_envs >= 1, got {num_envs}")
+        num_workers = num_workers or min(num_envs, os.cpu_count() or 1)
+        if not 1 <= num_workers <= num_envs:
+            raise ValueError(f"expected 1 <= num_workers <= num_envs ({num_envs}), got {num_workers}")
+        self.num_envs = num_envs
+        self.num_workers = num_workers
+        self.step_timeout = step_timeout
+        self.restarts = 0
+        self._env_kwargs = env_kwargs
+        # forkserver: workers start from a clean process that already imported the engine, so a
+        # restart is quick and never inherits the parent's torch threads.
+        self._context = mp.get_context("forkserver")
+        self._context.set_forkserver_preload(["envs.alfworld_env", "textworld.envs"])
+        self._workers = [_Worker(self._context, env_kwargs) for _ in range(num_workers)]
+        self._live: set[int] = set()
+        self._games: dict[int, str] = {}
+
+    @property
+    def live(self) -> set[int]:
+        """Slots whose episode is running."""
+        return set(self._live)
+
+    def worker_pids(self) -> list[int]:
+        return [worker.process.pid for worker in self._workers]
+
+    def reset(self, games: Sequence[str | None], seeds: Iterable[int | None] | None = None
+              ) -> list[StepResult | None]:
+        """Start an episode of `games[i]` in slot i (None: leave slot i as it is).
+
+        Returns a list with a StepResult for each slot reset and None for the others.
+        """
+        if len(games) != self.num_envs:
+            raise ValueError(f"expected one game (or None) per slot, {self.num_envs}, got {len(games)}")
+        seeds = list(seeds) if seeds is not None else [None] * self.num_envs
+        requests = {slot: (game, seeds[slot]) for slot, game in enumerate(games) if game is not None}
+        results = self._exchange("reset", requests)
+        for slot, result in results.items():
+            self._games[slot] = requests[slot][0]
+            (self._live.discard if result.done else self._live.add)(slot)
+        return [results.get(slot) for slot in range(self.num_envs)]
+
+    def step(self, actions: Mapping[int, str]) -> dict[int, StepResult]:
+        """Play `actions[slot]` in each given slot; every slot given must be live."""
+        not_live = sorted(set(actions) - self._live)
+        if not_live:
+            raise ValueError(f"slots {not_live} have no running episode: reset them first")
+        results = self._exchange("step", {slot: (action, None) for slot, action in actions.items()})
+        for slot, result in results.items():
+            if result.done:
+                self._live.discard(slot)
+        return results
+
+    def _exchange(self, command: str, requests: Mapping[int, tuple[Any, Any]]) -> dict[int, StepResult]:
+        """Send each worker its share of the requests, then collect the answers (or failures)."""
+        shares: dict[int, list] = {}
+        for slot, (argument, seed) in requests.items():
+            shares.setdefault(slot % self.num_workers, []).append((slot, argument, seed))
+        for index, share in shares.items():
+            try:
+                self._workers[index].conn.send((command, share))
+            except (BrokenPipeError, OSError):
+                pass  # a dead worker is found and handled when its answer is collected
+        results: dict[int, StepResult] = {}
+        for index, share in shares.items():
+            worker = self._workers[index]
+            try:
+                if not worker.conn.poll(self.step_timeout):
+                    raise TimeoutError(f"no answer within {self.step_timeout:g} s")
+                replies = worker.conn.recv()
+            except (TimeoutError, EOFError, OSError) as failure:
+                reason = "worker hung" if isinstance(failure, TimeoutError) else "worker crashed"
+                asked = [slot for slot, _, _ in share]
+                results.update(self._restart(index, f"{reason}: {failure or 'connection lost'}", asked))
+                continue
+            for slot, (observation, reward, terminated, truncated, info, error) in replies:
+                results[slot] = StepResult(observation, float(reward), bool(terminated),
+                                           bool(truncated), info, error)
+        return results
+
+    def _restart(self, index: int, reason: str, asked: list[int]) -> dict[int, StepResult]:
+        """Replace worker `index`; the slots asked of it and every live episode it held end errored."""
+        self._workers[index].kill()
+        self._workers[index] = _Worker(self._context, self._env_kwargs)
+        self.restarts += 1
+        lost = sorted(set(asked) | {slot for slot in self._live if slot % self.num_workers == index})
+        self._live.difference_update(lost)
+        return {
+            slot: StepResult("", 0.0, False, False, {"gamefile": self._games.get(slot)}, reason)
+            for slot in lost
+        }
+
+    def close(self) -> None:
+        for worker in self._workers:
+            try:
+                worker.conn.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+            worker.process.join(timeout=5)
+            if worker.process.is_alive():
+                worker.kill()
+        self._workers = []
+
+    def __enter__(self) -> "BatchedAlfWorld":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

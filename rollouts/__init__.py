@@ -1,0 +1,1 @@
+"""Multi-turn episodes played in lock-step by many envs, and their records."""
