@@ -90,3 +90,25 @@ def load_embedded(dtype: str = "float32", device: str = "cpu"):
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).to(device)
     return model.eval(), tokenizer
+
+
+def load_model(name: str = "embedded", dtype: str = "float32", device: str = "cpu"):
+    """Load `(model, tokenizer)` from "embedded", a local checkpoint folder or a Hugging Face id.
+
+    A Hugging Face id is read from the local cache, or downloaded where the machine is online.
+    """
+    if name == "embedded":
+        return load_embedded(dtype, device)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
+        raise FileNotFoundError(f"model path {name} does not exist: pass a checkpoint folder, "
+                                "a Hugging Face model id, or 'embedded'")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype))
+    except OSError as error:
+        raise FileNotFoundError(f"could not load model {name!r}: {error}. Pass a checkpoint folder, "
+                                "a Hugging Face id cached here (or reachable online), or 'embedded'") from error
+    return model.to(device).eval(), tokenizer

@@ -88,6 +88,7 @@ def summarize(records: Sequence[EpisodeRecord]) -> dict:
         by_task_type[task_type] = {
             "episodes": len(group),
             "success_rate": _rate(sum(r.won for r in group), len(group)),
+            "admissible_rate": _rate(sum(r.admissible_actions for r in group), sum(r.steps for r in group)),
             "outcomes": {outcome: sum(r.outcome == outcome for r in group) for outcome in OUTCOMES},
         }
     steps = sum(record.steps for record in records)

@@ -22,3 +22,55 @@ def games_copy(tmp_path: Path) -> Path:
     target = tmp_path / "games"
     shutil.copytree(FIXTURE_GAMES, target)
     return target
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The embedded model's tokenizer (converted from the GGUF file once, then cached)."""
+    from transformers import AutoTokenizer
+
+    from agents.models import embedded_checkpoint
+
+    return AutoTokenizer.from_pretrained(embedded_checkpoint())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tokenizer):
+    """A randomly initialised 2-layer Llama with the embedded model's vocabulary: fast and real."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    return LlamaForCausalLM(config).eval()
+
+
+def scripted_model(tokenizer, transitions: dict[int, int], default: int):
+    """A real Llama whose next token depends only on the current one: `transitions[token]`, else
+    `default`. Its layers are zeroed, so the residual stream is the token's one-hot embedding and
+    the LM head maps it to the chosen successor. Lets tests make a model emit exactly the bad
+    outputs they need (nothing but EOS, endless text, broken UTF-8, the prompt again)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    keys = sorted(transitions)
+    hidden = 2 * (len(keys) // 2 + 2)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=8,
+                         num_hidden_layers=1, num_attention_heads=1, num_key_value_heads=1,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.model.norm.weight.fill_(1.0)
+        embed, head = model.model.embed_tokens.weight, model.lm_head.weight
+        embed[:, hidden - 1] = 1.0  # every other token: the "default" direction
+        head[default, hidden - 1] = 50.0
+        for column, token in enumerate(keys):
+            embed[token].zero_()
+            embed[token, column] = 1.0
+            head[transitions[token], column] = 50.0
+    return model

@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-POLICIES = ("expert", "random")
+SCRIPTED = ("expert", "random")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,14 +19,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--games", required=True,
                         help="a folder of games, a game file, or official:<split> from $ALFWORLD_DATA")
-    parser.add_argument("--policy", required=True, choices=POLICIES, help="which agent plays")
+    parser.add_argument("--policy", required=True,
+                        help="expert, random, embedded (the bundled SmolLM2), a Hugging Face id "
+                             "or a local model folder")
+    parser.add_argument("--decoding", choices=("constrained", "free"), default="constrained",
+                        help="model policies: sample only admissible commands, or free text")
+    parser.add_argument("--output-format", choices=("action", "react"), default="action",
+                        help="model policies: the command alone, or <think> then <action>")
+    parser.add_argument("--context", choices=("step", "full"), default="step",
+                        help="model policies: step-wise prompts or the whole episode")
+    parser.add_argument("--temperature", type=float, default=1.0, help="model sampling temperature")
     parser.add_argument("--max-episodes", type=int, default=None,
                         help="evaluate only the first N games of the sorted list")
     parser.add_argument("--seed", type=int, default=0, help="evaluation seed (default 0)")
     parser.add_argument("--max-steps", type=int, default=50, help="step limit per episode")
     parser.add_argument("--num-envs", type=int, default=8, help="episodes played at once")
     parser.add_argument("--workers", type=int, default=None, help="env processes (default: CPUs)")
-    parser.add_argument("--out", type=Path, default=None, help="write OUT/results.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write OUT/results.json and OUT/transcripts.jsonl")
     return parser
 
 
@@ -58,19 +68,43 @@ def print_summary(summary: dict, title: str) -> None:
     Console().print(table)
 
 
-def run(args: argparse.Namespace) -> int:
+def make_policy(args: argparse.Namespace):
+    """A scripted baseline by name, or a model policy with the decoding options given."""
     from agents.baselines import BASELINES
+
+    if args.policy in SCRIPTED:
+        return BASELINES[args.policy]()
+    from agents.llm_policy import DecodingConfig, LLMPolicy
+    from agents.models import load_model
+    from agents.prompts import PromptConfig
+
+    model, tokenizer = load_model(args.policy)
+    return LLMPolicy(model, tokenizer, PromptConfig(context=args.context, output_format=args.output_format),
+                     DecodingConfig(decoding=args.decoding, temperature=args.temperature), name=args.policy)
+
+
+def run(args: argparse.Namespace) -> int:
     from envs.games import MissingDataError, resolve_games
     from eval.evaluate import evaluate, summarize
+    from rollouts.transcripts import TranscriptWriter
 
     try:
         games = resolve_games(args.games)
-    except (MissingDataError, ValueError) as error:
+        policy = make_policy(args)
+    except (MissingDataError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}")
         return 2
-    policy = BASELINES[args.policy]()
-    records = evaluate(policy, games, seed=args.seed, max_episodes=args.max_episodes,
-                       max_steps=args.max_steps, num_envs=args.num_envs, num_workers=args.workers)
+    writer = None
+    if args.out is not None:
+        (args.out / "transcripts.jsonl").unlink(missing_ok=True)  # a fresh sweep, a fresh file
+        writer = TranscriptWriter(args.out / "transcripts.jsonl", policy=policy.name)
+    try:
+        records = evaluate(policy, games, seed=args.seed, max_episodes=args.max_episodes,
+                           max_steps=args.max_steps, num_envs=args.num_envs, num_workers=args.workers,
+                           on_episode_end=writer.write if writer else None)
+    finally:
+        if writer:
+            writer.close()
     summary = summarize(records)
     print_summary(summary, f"{args.policy} on {args.games} (seed {args.seed})")
     if args.out is not None:
@@ -84,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
             ],
         }
         write_json_atomic(args.out / "results.json", results)
-        print(f"wrote {args.out / 'results.json'}")
+        print(f"wrote {args.out / 'results.json'} and {args.out / 'transcripts.jsonl'}")
     return 0

@@ -1,0 +1,158 @@
+"""Batched generation that records exactly what the loss needs.
+
+One `model.generate` call serves every live episode (left padding; transformers derives
+position ids from the attention mask and keeps a KV cache). Two logits processors do the work:
+
+- `ConstraintProcessor` masks each row's logits to the tokens its `ActionConstraint` allows;
+- `SeededSampler` samples each row with its own generator, seeded per (episode, turn), so an
+  episode does not depend on which others share its batch, and records the log-probability of
+  the sampled token under the distribution actually sampled from (masked, tempered, top-p).
+
+The sampler hands generate a one-hot score row, so generate runs in greedy mode and simply
+takes the token we drew.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from agents.constrained import ActionConstraint, State
+
+
+@dataclass
+class Generation:
+    """One row's response."""
+
+    response_ids: list[int]
+    logprobs: list[float]  # sampling log-prob of each response token
+    allowed_counts: list[int]  # how many tokens were allowed (0: unconstrained)
+    text: str
+    finish: str  # "eos", "stop" (a stop string) or "length" (max_new_tokens)
+
+    @property
+    def forced(self) -> list[bool]:
+        """Tokens that were the only allowed continuation: probability 1 under any policy."""
+        return [count == 1 for count in self.allowed_counts]
+
+
+class ConstraintProcessor(LogitsProcessor):
+    """Masks each row's scores to the tokens its constraint allows (rows without one are free)."""
+
+    def __init__(self, constraints: Sequence[ActionConstraint | None], prompt_length: int):
+        self.constraints = list(constraints)
+        self.prompt_length = prompt_length
+        self.states: list[State | None] = [c.start() if c else None for c in constraints]
+        self.allowed_counts: list[list[int]] = [[] for _ in constraints]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        step = input_ids.shape[1] - self.prompt_length
+        for row, constraint in enumerate(self.constraints):
+            if constraint is None:
+                self.allowed_counts[row].append(0)
+                continue
+            if step > 0:  # account for the token generate appended since the last call
+                token = int(input_ids[row, -1])
+                allowed = constraint.allowed(self.states[row])
+                # finished rows receive padding, which need not be allowed: stop tracking them
+                if allowed is None or token in allowed:
+                    self.states[row] = constraint.advance(self.states[row], token)
+            allowed = constraint.allowed(self.states[row])
+            self.allowed_counts[row].append(0 if allowed is None else len(allowed))
+            if allowed is not None:
+                mask = torch.full_like(scores[row], float("-inf"))
+                mask[list(allowed)] = 0.0
+                scores[row] = scores[row] + mask
+        return scores
+
+
+class SeededSampler(LogitsProcessor):
+    """Samples each row from softmax(scores / temperature) (top-p filtered) with its own generator."""
+
+    def __init__(self, seeds: Sequence[int], temperature: float = 1.0, top_p: float = 1.0):
+        if temperature <= 0:
+            raise ValueError(f"expected temperature > 0, got {temperature}")
+        if not 0 < top_p <= 1:
+            raise ValueError(f"expected 0 < top_p <= 1, got {top_p}")
+        self.generators = [torch.Generator().manual_seed(int(seed) % 2**63) for seed in seeds]
+        self.temperature = temperature
+        self.top_p = top_p
+        self.logprobs: list[list[float]] = [[] for _ in seeds]
+
+    def _filter_top_p(self, logprobs: torch.Tensor) -> torch.Tensor:
+        if self.top_p >= 1.0:
+            return logprobs
+        sorted_logprobs, order = torch.sort(logprobs, descending=True)
+        cumulative = sorted_logprobs.exp().cumsum(-1)
+        drop = cumulative - sorted_logprobs.exp() >= self.top_p  # keep the token crossing top_p
+        filtered = logprobs.clone()
+        filtered[order[drop]] = float("-inf")
+        return torch.log_softmax(filtered, dim=-1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        chosen = torch.full_like(scores, float("-inf"))
+        for row, generator in enumerate(self.generators):
+            logprobs = torch.log_softmax(scores[row].float() / self.temperature, dim=-1)
+            logprobs = self._filter_top_p(logprobs)
+            token = int(torch.multinomial(logprobs.exp(), 1, generator=generator))
+            self.logprobs[row].append(float(logprobs[token]))
+            chosen[row, token] = 0.0
+        return chosen
+
+
+def _response_end(ids: list[int], eos_id: int, text_of, stop_strings: Sequence[str]) -> tuple[int, str]:
+    """Length of the real response inside a padded generated row, and why it ended."""
+    for end in range(1, len(ids) + 1):
+        if ids[end - 1] == eos_id:
+            return end, "eos"
+        if stop_strings and any(text_of(ids[:end]).endswith(s) for s in stop_strings):
+            return end, "stop"
+    return len(ids), "length"
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    seeds: Sequence[int],
+    constraints: Sequence[ActionConstraint | None] | None = None,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    stop_strings: Sequence[str] = (),
+) -> list[Generation]:
+    """Generate one response per prompt (token ids) in a single batched call."""
+    constraints = list(constraints) if constraints is not None else [None] * len(prompts)
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    length = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_id] * (length - len(p)) + list(p) for p in prompts])
+    attention_mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
+    device = next(model.parameters()).device
+    constraint_processor = ConstraintProcessor(constraints, length)
+    sampler = SeededSampler(seeds, temperature, top_p)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id,
+        stop_strings=list(stop_strings) or None,
+    )
+    output = model.generate(
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+        generation_config=config, logits_processor=LogitsProcessorList([constraint_processor, sampler]),
+        tokenizer=tokenizer if stop_strings else None,
+    )
+    generations = []
+    for row in range(len(prompts)):
+        ids = output[row, length:].tolist()
+        end, finish = _response_end(ids, eos_id, lambda t: tokenizer.decode(t), stop_strings)
+        ids = ids[:end]
+        generations.append(Generation(
+            response_ids=ids, logprobs=sampler.logprobs[row][:end],
+            allowed_counts=constraint_processor.allowed_counts[row][:end],
+            text=tokenizer.decode(ids, skip_special_tokens=True), finish=finish,
+        ))
+    return generations

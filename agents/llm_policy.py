@@ -1,0 +1,156 @@
+"""An LLM playing ALFWorld: prompts in, commands out, every token recorded for training.
+
+`LLMPolicy.act` builds one prompt per live episode, generates all responses in one batched
+call (constrained to the admissible commands, or free), parses them, and returns decisions
+whose `extras` hold what the loss needs: prompt and response token ids, the sampling log-probs,
+forced-token flags and the loss mask over the response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from agents.constrained import ACTION, THINK, ActionConstraint
+from agents.generation import Generation, generate
+from agents.parsing import REACT, parse_output
+from agents.policy import Decision, Turn
+from agents.prompts import PromptConfig, full_messages, step_messages
+
+DECODINGS = ("constrained", "free")
+
+
+@dataclass(frozen=True)
+class DecodingConfig:
+    decoding: str = "constrained"  # constrained: sample only admissible commands; free: any text
+    max_new_tokens: int = 64  # cap per response (endless text is cut here)
+    max_think_tokens: int = 48  # react format under constraint: cap of the free thought
+    temperature: float = 1.0  # 1.0 for training, so recorded log-probs are the model's
+    top_p: float = 1.0
+    include_thought_in_loss: bool = False  # react: also train on the thought tokens
+
+    def __post_init__(self):
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"expected decoding in {list(DECODINGS)}, got {self.decoding!r}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"expected max_new_tokens >= 1, got {self.max_new_tokens}")
+
+
+def turn_seed(episode_seed: int, turn: int) -> int:
+    """The sampling seed of one turn: a function of the episode and the turn only."""
+    return int(np.random.SeedSequence([episode_seed, turn]).generate_state(1)[0])
+
+
+class LLMPolicy:
+    """A causal LM as an ALFWorld policy (see the module docstring)."""
+
+    needs_expert = False
+
+    def __init__(self, model, tokenizer, prompt: PromptConfig = PromptConfig(),
+                 decoding: DecodingConfig = DecodingConfig(), name: str = "llm"):
+        self.model, self.tokenizer = model, tokenizer
+        self.prompt, self.decoding, self.name = prompt, decoding, name
+        self.constrained = decoding.decoding == "constrained"
+        if self.constrained and prompt.show_admissible is PromptConfig.show_admissible:
+            # the constraint already restricts the choice: keep prompts short for small models
+            self.prompt = PromptConfig(prompt.context, prompt.history, prompt.output_format, False)
+        self._eos = tokenizer.eos_token_id
+        self._encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
+        react = self.prompt.output_format == REACT
+        self._action_end = [*self._encode("</action>"), self._eos] if react else [self._eos]
+        self._think_close = self._encode("</think>") if react else None
+        self._action_open = self._encode("\n<action>") if react else []
+        self._conversations: dict[str, list[int]] = {}  # full mode: each episode's tokens so far
+
+    # -- prompts -----------------------------------------------------------------------------
+    def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self._encode(text)
+
+    def _continuation(self, observation: str, admissible: list[str], ended_with_eos: bool) -> list[int]:
+        """Tokens that follow an assistant reply in full mode: end of turn, user message, header."""
+        marker = "\x00REPLY\x00"
+        messages = full_messages(self.prompt, "", ((marker, marker),), [marker], observation, admissible)
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        suffix = text.split(marker)[-1]
+        if ended_with_eos and suffix.startswith(self.tokenizer.eos_token):
+            suffix = suffix[len(self.tokenizer.eos_token):]
+        return self._encode(suffix)
+
+    def prompt_ids(self, turn: Turn) -> list[int]:
+        """The prompt of a turn. Full mode extends the episode's own token sequence, so the
+        episode's final sample holds exactly the tokens that were generated."""
+        admissible = list(turn.info["admissible_commands"])
+        intro = turn.history[0][0] if turn.history else turn.observation
+        if self.prompt.context == "step":
+            return self._render(step_messages(self.prompt, turn.info["task"], intro, turn.history,
+                                              turn.observation, admissible))
+        if turn.turn == 0 or turn.episode_id not in self._conversations:
+            ids = self._render(full_messages(self.prompt, intro, (), [], turn.observation, admissible))
+            return ids
+        ids = self._conversations[turn.episode_id]
+        return ids + self._continuation(turn.observation, admissible, ids[-1:] == [self._eos])
+
+    # -- constraint and loss mask -------------------------------------------------------------
+    def constraint(self, admissible: Sequence[str]) -> ActionConstraint:
+        """The decoding constraint of a turn (training replays it to rebuild the masks)."""
+        return ActionConstraint([self._encode(c) for c in sorted(admissible)], self._action_end, self._eos,
+                                self._think_close, self._action_open, self.decoding.max_think_tokens)
+
+    def _loss_mask(self, generation: Generation, constraint: ActionConstraint | None) -> list[bool]:
+        """Response tokens the loss covers: the action (and optionally the thought), never forced ones."""
+        if constraint is not None:
+            keep = {ACTION, THINK} if self.decoding.include_thought_in_loss else {ACTION}
+            phases = constraint.phases(generation.response_ids)
+            return [p in keep and not f for p, f in zip(phases, generation.forced)]
+        if self.prompt.output_format != REACT or self.decoding.include_thought_in_loss:
+            return [True] * len(generation.response_ids)
+        return self._free_action_span(generation.response_ids)
+
+    def _free_action_span(self, ids: list[int]) -> list[bool]:
+        """Tokens overlapping `<action>...</action>` in a free react response."""
+        text = self.tokenizer.decode(ids)
+        start = text.find("<action>")
+        end = text.find("</action>", start + 1) if start >= 0 else -1
+        if start < 0:
+            return [False] * len(ids)
+        end = end + len("</action>") if end >= 0 else len(text)
+        mask, position = [], 0
+        for index in range(len(ids)):
+            following = len(self.tokenizer.decode(ids[: index + 1]))
+            mask.append(following > start and position < end)
+            position = following
+        return mask
+
+    # -- acting -------------------------------------------------------------------------------
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        prompts = [self.prompt_ids(turn) for turn in turns]
+        constraints = [self.constraint(turn.info["admissible_commands"]) if self.constrained else None
+                       for turn in turns]
+        budget = self.decoding.max_new_tokens
+        if self.constrained:  # never cut a constrained response short of its command
+            budget = max(budget, *(c.max_length for c in constraints))
+        generations = generate(
+            self.model, self.tokenizer, prompts, [turn_seed(t.seed, t.turn) for t in turns], constraints,
+            max_new_tokens=budget, temperature=self.decoding.temperature,
+            top_p=self.decoding.top_p,
+            stop_strings=() if self.constrained or self.prompt.output_format != REACT else ("</action>",),
+        )
+        decisions = []
+        for turn, prompt, constraint, generation in zip(turns, prompts, constraints, generations):
+            parsed = parse_output(generation.text, self.prompt.output_format, turn.info["admissible_commands"])
+            if self.prompt.context == "full":
+                self._conversations[turn.episode_id] = prompt + generation.response_ids
+            decisions.append(Decision(
+                action=parsed.action, response=generation.text, thought=parsed.thought,
+                malformed=parsed.malformed,
+                extras={
+                    "prompt_ids": prompt, "response_ids": generation.response_ids,
+                    "logprobs": generation.logprobs, "forced": generation.forced,
+                    "loss_mask": self._loss_mask(generation, constraint), "finish": generation.finish,
+                    "status": parsed.status,
+                },
+            ))
+        return decisions

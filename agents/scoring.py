@@ -1,0 +1,68 @@
+"""Teacher-forced log-probs of recorded responses, under the masks they were sampled with.
+
+Training needs log pi(y_t | ...) of the current, old and reference models for every response
+token. Under constrained decoding the policy is the masked distribution, so a token's
+log-prob is its logit minus the log-sum-exp over the allowed tokens only. Sequences are left
+padded so that every response ends at the last position, and the LM head runs only on the
+last positions (`logits_to_keep`), never on the prompts.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def pad_allowed(allowed_sets: Sequence[Sequence[tuple[int, ...] | None]], length: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Allowed sets as a padded index tensor (B, T, K) (-1: padding) and a constrained flag (B, T)."""
+    width = max((len(a) for row in allowed_sets for a in row if a is not None), default=1)
+    index = torch.full((len(allowed_sets), length, width), -1, dtype=torch.long)
+    constrained = torch.zeros(len(allowed_sets), length, dtype=torch.bool)
+    for b, row in enumerate(allowed_sets):
+        offset = length - len(row)  # responses are right-aligned
+        for t, allowed in enumerate(row):
+            if allowed is not None:
+                index[b, offset + t, : len(allowed)] = torch.tensor(allowed)
+                constrained[b, offset + t] = True
+    return index, constrained
+
+
+def response_logprobs(
+    model,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    allowed_sets: Sequence[Sequence[tuple[int, ...] | None]] | None = None,
+    *,
+    temperature: float = 1.0,
+    pad_id: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probs of each response token, right-aligned: `(logprobs (B, R), mask (B, R))`.
+
+    R is the longest response; row b's tokens sit in its last len(responses[b]) columns and
+    `mask` marks them. `allowed_sets[b][t]` is the allowed token tuple before token t (None:
+    free). Gradients flow to the model. Reductions run in float32.
+    """
+    sequences = [list(p) + list(r) for p, r in zip(prompts, responses)]
+    length = max(len(s) for s in sequences)
+    span = max(len(r) for r in responses)
+    input_ids = torch.tensor([[pad_id] * (length - len(s)) + s for s in sequences])
+    attention = torch.tensor([[0] * (length - len(s)) + [1] * len(s) for s in sequences])
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    device = next(model.parameters()).device
+    logits = model(
+        input_ids=input_ids.to(device), attention_mask=attention.to(device),
+        position_ids=positions.to(device), logits_to_keep=span + 1,
+    ).logits[:, :-1].float() / temperature  # (B, R, V): the logits that predict each response token
+    targets = input_ids[:, -span:].to(device)  # (B, R)
+    token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    normaliser = torch.logsumexp(logits, dim=-1)
+    if allowed_sets is not None:
+        index, constrained = pad_allowed(allowed_sets, span)
+        index, constrained = index.to(device), constrained.to(device)
+        allowed_logits = logits.gather(-1, index.clamp(min=0)).masked_fill(index < 0, float("-inf"))
+        normaliser = torch.where(constrained, torch.logsumexp(allowed_logits, dim=-1), normaliser)
+    mask = torch.tensor([[0] * (span - len(r)) + [1] * len(r) for r in responses], dtype=torch.bool)
+    logprobs = (token_logits - normaliser).masked_fill(~mask.to(device), 0.0)
+    return logprobs, mask.to(device)
