@@ -150,7 +150,7 @@ class LLMPolicy:
                     "prompt_ids": prompt, "response_ids": generation.response_ids,
                     "logprobs": generation.logprobs, "forced": generation.forced,
                     "loss_mask": self._loss_mask(generation, constraint), "finish": generation.finish,
-                    "status": parsed.status,
+                    "status": parsed.status, "admissible": sorted(turn.info["admissible_commands"]),
                 },
             ))
         return decisions

@@ -93,12 +93,17 @@ def load_embedded(dtype: str = "float32", device: str = "cpu"):
 
 
 def load_model(name: str = "embedded", dtype: str = "float32", device: str = "cpu"):
-    """Load `(model, tokenizer)` from "embedded", a local checkpoint folder or a Hugging Face id.
+    """Load `(model, tokenizer)` from "embedded", a training checkpoint, a local model folder or a
+    Hugging Face id.
 
     A Hugging Face id is read from the local cache, or downloaded where the machine is online.
     """
     if name == "embedded":
         return load_embedded(dtype, device)
+    if (Path(name) / "holderpo_checkpoint.json").is_file():  # a training checkpoint
+        from holderpo.checkpoint import load_checkpoint_model
+
+        return load_checkpoint_model(Path(name), dtype, device)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

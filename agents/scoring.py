@@ -9,9 +9,17 @@ last positions (`logits_to_keep`), never on the prompts.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
+
+
+class Scored(NamedTuple):
+    """Per-token results, right-aligned (B, R): row b's tokens fill its last len(responses[b]) columns."""
+
+    logprobs: torch.Tensor  # log pi of each response token (0 where mask is false)
+    mask: torch.Tensor  # bool: a real response token
+    entropy: torch.Tensor | None  # entropy of the (masked) next-token distribution, if asked
 
 
 def pad_allowed(allowed_sets: Sequence[Sequence[tuple[int, ...] | None]], length: int
@@ -37,12 +45,12 @@ def response_logprobs(
     *,
     temperature: float = 1.0,
     pad_id: int = 0,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-probs of each response token, right-aligned: `(logprobs (B, R), mask (B, R))`.
+    with_entropy: bool = False,
+) -> Scored:
+    """Log-probs of each response token under the masks they were sampled with (see `Scored`).
 
-    R is the longest response; row b's tokens sit in its last len(responses[b]) columns and
-    `mask` marks them. `allowed_sets[b][t]` is the allowed token tuple before token t (None:
-    free). Gradients flow to the model. Reductions run in float32.
+    `allowed_sets[b][t]` is the allowed token tuple before token t (None: free). Gradients
+    flow to the model. Reductions run in float32.
     """
     sequences = [list(p) + list(r) for p, r in zip(prompts, responses)]
     length = max(len(s) for s in sequences)
@@ -58,11 +66,21 @@ def response_logprobs(
     targets = input_ids[:, -span:].to(device)  # (B, R)
     token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     normaliser = torch.logsumexp(logits, dim=-1)
+    entropy = _entropy(logits, normaliser) if with_entropy else None
     if allowed_sets is not None:
         index, constrained = pad_allowed(allowed_sets, span)
         index, constrained = index.to(device), constrained.to(device)
         allowed_logits = logits.gather(-1, index.clamp(min=0)).masked_fill(index < 0, float("-inf"))
-        normaliser = torch.where(constrained, torch.logsumexp(allowed_logits, dim=-1), normaliser)
-    mask = torch.tensor([[0] * (span - len(r)) + [1] * len(r) for r in responses], dtype=torch.bool)
-    logprobs = (token_logits - normaliser).masked_fill(~mask.to(device), 0.0)
-    return logprobs, mask.to(device)
+        allowed_normaliser = torch.logsumexp(allowed_logits, dim=-1)
+        normaliser = torch.where(constrained, allowed_normaliser, normaliser)
+        if with_entropy:
+            entropy = torch.where(constrained, _entropy(allowed_logits, allowed_normaliser), entropy)
+    mask = torch.tensor([[0] * (span - len(r)) + [1] * len(r) for r in responses], dtype=torch.bool).to(device)
+    logprobs = (token_logits - normaliser).masked_fill(~mask, 0.0)
+    return Scored(logprobs, mask, entropy.masked_fill(~mask, 0.0) if with_entropy else None)
+
+
+def _entropy(logits: torch.Tensor, normaliser: torch.Tensor) -> torch.Tensor:
+    """Entropy of softmax(logits) over the last dim; -inf logits (masked tokens) count as 0."""
+    logp = logits - normaliser.unsqueeze(-1)
+    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import traceback
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -60,6 +61,9 @@ def group_games(games: Sequence[str], group_size: int) -> list[str]:
 def _worker_main(conn, env_kwargs: dict) -> None:
     """Serve reset/step requests for this worker's slots until told to close."""
     from envs.alfworld_env import AlfWorldEnv
+
+    # Ctrl-C reaches the whole process group; the parent decides what to do, workers keep serving.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     envs: dict[int, AlfWorldEnv] = {}
     while True:

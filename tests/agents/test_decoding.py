@@ -100,7 +100,7 @@ def test_sampling_logprobs_equal_teacher_forced(tiny_model, tokenizer, output_fo
     budget = max([20] + [c.max_length for c in constraints if c is not None])
     generations = generate(tiny_model, tokenizer, prompts, [1, 2, 3], constraints, max_new_tokens=budget)
     allowed = [c.replay(g.response_ids) for c, g in zip(constraints, generations)] if constraints[0] else None
-    logprobs, mask = response_logprobs(tiny_model, prompts, [g.response_ids for g in generations], allowed,
+    logprobs, mask, _ = response_logprobs(tiny_model, prompts, [g.response_ids for g in generations], allowed,
                                        pad_id=tokenizer.eos_token_id)
     for row, generation in enumerate(generations):
         recorded = torch.tensor(generation.logprobs)
@@ -119,7 +119,7 @@ def test_embedded_model_consistency_mixed_lengths(tokenizer):
     constraints = [policy.constraint(COMMANDS) for _ in prompts]
     generations = generate(model, tokenizer, prompts, [7, 8, 9], constraints, max_new_tokens=12)
     allowed = [c.replay(g.response_ids) for c, g in zip(constraints, generations)]
-    logprobs, mask = response_logprobs(model, prompts, [g.response_ids for g in generations], allowed,
+    logprobs, mask, _ = response_logprobs(model, prompts, [g.response_ids for g in generations], allowed,
                                        pad_id=tokenizer.eos_token_id)
     for row, generation in enumerate(generations):
         torch.testing.assert_close(logprobs[row][mask[row]], torch.tensor(generation.logprobs), atol=1e-4, rtol=0)

@@ -1,0 +1,72 @@
+"""What trains and what stays frozen: full fine-tuning, LoRA, or the top n blocks.
+
+The reference policy of the KL penalty shares every frozen weight with the trained model:
+under LoRA it is the base model (adapters disabled); otherwise we keep copies of only the
+trainable tensors as they were at the start and swap them in for the reference pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def prepare_for_training(model, finetune: str, lora_rank: int = 16, lora_alpha: float = 32.0,
+                         top_layers: int = 2):
+    """Return the model with exactly the chosen parameters requiring gradients."""
+    if finetune == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, target_modules=LORA_TARGETS,
+                            lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+        return get_peft_model(model, config)
+    if finetune == "full":
+        model.requires_grad_(True)
+        return model
+    if finetune == "top":
+        layers = model.model.layers
+        if not 1 <= top_layers <= len(layers):
+            raise ValueError(f"--top-layers: expected 1..{len(layers)} for this model, got {top_layers}")
+        model.requires_grad_(False)
+        for block in layers[-top_layers:]:
+            block.requires_grad_(True)
+        model.model.norm.requires_grad_(True)
+        return model
+    raise ValueError(f"--finetune: expected full, lora or top, got {finetune!r}")
+
+
+def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+class Reference:
+    """The frozen reference policy, as a context in which `model` computes reference log-probs."""
+
+    def __init__(self, model, finetune: str):
+        self.model = model
+        self.lora = finetune == "lora"
+        self._initial = {} if self.lora else {
+            name: p.detach().clone() for name, p in trainable_parameters(model).items()
+        }
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """Inside this block (no gradients), `model` is the reference model."""
+        with torch.no_grad():
+            if self.lora:
+                with self.model.disable_adapter():
+                    yield
+                return
+            parameters = trainable_parameters(self.model)
+            current = {name: p.data for name, p in parameters.items()}
+            try:
+                for name, p in parameters.items():
+                    p.data = self._initial[name]
+                yield
+            finally:
+                for name, p in parameters.items():
+                    p.data = current[name]
