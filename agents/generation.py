@@ -97,6 +97,9 @@ class SeededSampler(LogitsProcessor):
         for row, generator in enumerate(self.generators):
             logprobs = torch.log_softmax(scores[row].float() / self.temperature, dim=-1)
             logprobs = self._filter_top_p(logprobs)
+            if not torch.isfinite(logprobs.exp().sum()):
+                raise FloatingPointError("the model produced NaN or infinite logits: its weights have "
+                                         "diverged; resume from an earlier checkpoint with a lower --lr")
             token = int(torch.multinomial(logprobs.exp(), 1, generator=generator))
             self.logprobs[row].append(float(logprobs[token]))
             chosen[row, token] = 0.0

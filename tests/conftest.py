@@ -74,3 +74,12 @@ def scripted_model(tokenizer, transitions: dict[int, int], default: int):
             embed[token, column] = 1.0
             head[transitions[token], column] = 50.0
     return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_model, tokenizer, tmp_path_factory) -> str:
+    """The tiny model saved as a local checkpoint folder (what `--model PATH` takes)."""
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tiny_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -1,0 +1,163 @@
+"""`holderpo train`: end to end, exact resume after Ctrl-C, and bad input stopping early."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from holderpo.checkpoint import CheckpointError, load_trainer_state
+from holderpo.config import load_config
+from holderpo.trainer import Trainer, iteration_games
+from tests.conftest import FIXTURE_GAMES
+
+REPO = Path(__file__).parent.parent.parent
+TRAIN = str(FIXTURE_GAMES / "train")
+HELDOUT = str(FIXTURE_GAMES / "valid_seen")
+
+
+def _args(model_dir, runs, name, **extra):
+    options = {"train-games": TRAIN, "model": model_dir, "group-size": 2, "games-per-iteration": 2,
+               "max-steps": 3, "num-envs": 4, "num-workers": 1, "minibatch-size": 4, "micro-batch-size": 2,
+               "runs-dir": str(runs), "name": name, "lr": 3e-3, "skip-zero-signal": "false",
+               "estimator": "drgrpo", "iterations": 3, "checkpoint-every": 1, "finetune": "full",
+               "kl-coef": 0.05, **extra}
+    return [token for key, value in options.items() for token in (f"--{key}", str(value))]
+
+
+def _train(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "holderpo.cli", "train", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def _final_weights(run: Path) -> dict:
+    return load_trainer_state(run / "final")["weights"]
+
+
+def test_train_writes_run_folder_and_eval_loads_the_checkpoint(tiny_model_dir, tmp_path):
+    result = _train(*_args(tiny_model_dir, tmp_path, "e2e", **{"heldout-games": HELDOUT, "iterations": 2,
+                                                                "finetune": "lora"}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "e2e"
+    assert "run: e2e" in result.stdout.splitlines()[0] and "run: e2e done" in result.stdout
+    for name in ("config.yaml", "run_info.json", "metrics.jsonl", "report.json", "curves.png",
+                 "transcripts/train.jsonl", "transcripts/eval.jsonl", "final/model/adapter_config.json"):
+        assert (run / name).exists(), name
+    report = json.loads((run / "report.json").read_text())
+    assert {"heldout_success_before", "heldout_success_after", "wall_seconds", "final_metrics", "config"} <= set(report)
+    info = json.loads((run / "run_info.json").read_text())
+    assert set(info["versions"]) >= {"alfworld", "textworld", "torch", "transformers"}
+    assert len(info["train_games"]["sha256"]) == 64
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["schedule/p"] for m in metrics] == [1.0, -1.0]
+    assert all(m["update/steps"] > 0 and "loss/kl" in m for m in metrics)
+    evaluated = subprocess.run([sys.executable, "-m", "holderpo.cli", "eval", "--games", HELDOUT, "--policy",
+                                str(run / "final"), "--max-steps", "2"], capture_output=True, text=True,
+                               timeout=300, cwd=REPO)
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+
+
+def test_updates_change_the_trained_parameters(tiny_model_dir, tmp_path):
+    result = _train(*_args(tiny_model_dir, tmp_path, "changes", iterations=1, finetune="top", **{"top-layers": 1}))
+    assert result.returncode == 0, result.stdout + result.stderr
+    trained = _final_weights(tmp_path / "changes")
+    initial = load_file(Path(tiny_model_dir) / "model.safetensors")
+    assert set(trained) == {n for n in initial if n.startswith("model.layers.1.")} | {"model.norm.weight"}
+    changed = [n for n, w in trained.items() if not torch.equal(w, initial[n])]
+    assert len(changed) == len(trained), f"unchanged: {set(trained) - set(changed)}"
+
+
+def test_interrupted_run_resumed_equals_uninterrupted(tiny_model_dir, tmp_path):
+    whole = _train(*_args(tiny_model_dir, tmp_path, "whole"))
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    command = [sys.executable, "-m", "holderpo.cli", "train", *_args(tiny_model_dir, tmp_path, "cut")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("iteration 1/3"):
+            process.send_signal(signal.SIGINT)  # Ctrl-C: save at the next iteration boundary
+    assert process.wait(timeout=300) == 0, "".join(lines)
+    assert any("holderpo train --resume" in line for line in lines)
+    assert not (tmp_path / "cut" / "final").exists()
+    resumed = _train("--resume", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stdout
+    a, b = _final_weights(tmp_path / "whole"), _final_weights(tmp_path / "cut")
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    cut_metrics = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    whole_metrics = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
+    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if not k.startswith("time/")} for r in rows]
+    assert strip(cut_metrics) == strip(whole_metrics)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--group-size", "-2"], "--group-size: expected a positive integer, got -2"),
+    (["--preset", "dpo"], "invalid choice: 'dpo'"),
+    (["--iterations", "0"], "--iterations: expected a positive integer, got 0"),
+    (["--train-games", "EMPTY"], "no playable games"),
+    (["--model", "/nowhere/model"], "model path /nowhere/model does not exist"),
+    (["--minibatch-size", "5"], "multiple of --micro-batch-size"),
+])
+def test_bad_config_stops_before_any_work(tiny_model_dir, tmp_path, flags, message):
+    flags = [str(tmp_path / "empty") if f == "EMPTY" else f for f in flags]
+    (tmp_path / "empty").mkdir()
+    result = _train(*_args(tiny_model_dir, tmp_path, "bad"), *flags, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stdout + result.stderr
+    assert not (tmp_path / "bad" / "metrics.jsonl").exists()
+
+
+def test_unknown_yaml_option_is_named(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("train_games: x\ngroup_sise: 4\n")
+    with pytest.raises(ValueError, match="unknown option\\(s\\) \\['group_sise'\\]"):
+        load_config(config)
+
+
+def test_nan_losses_skip_then_save_and_stop(tiny_model_dir, tmp_path):
+    # One iteration, 3 minibatches x 2 epochs: the first step blows the weights up, the next
+    # losses are not finite.
+    result = _train(*_args(tiny_model_dir, tmp_path, "nan", lr=1e20, iterations=1, epochs=2,
+                           **{"max-bad-steps": 2, "max-grad-norm": 0}))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "skipped an update: the loss was NaN or infinite" in result.stdout
+    assert "saved a checkpoint" in result.stdout
+    assert list((tmp_path / "nan" / "checkpoints").glob("iter_*"))
+
+
+def test_full_disk_while_checkpointing_keeps_previous(tiny_model_dir, tmp_path, monkeypatch):
+    config = load_config(None, {"train_games": TRAIN, "model": tiny_model_dir, "group_size": 2,
+                                "games_per_iteration": 2, "max_steps": 2, "num_envs": 4, "num_workers": 1,
+                                "iterations": 1, "finetune": "top", "top_layers": 1, "kl_coef": 0.0})
+    trainer = Trainer(config, tmp_path / "run", echo=lambda _: None)
+    target = tmp_path / "run" / "final"
+    trainer.save(target)
+    before = load_trainer_state(target)["weights"]
+    with torch.no_grad():
+        next(iter(trainer.model.model.norm.parameters())).add_(1.0)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous checkpoint"):
+        trainer.save(target)
+    monkeypatch.undo()
+    after = load_trainer_state(target)["weights"]
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_game_draws_are_a_pure_function_of_iteration(fixture_game_files):
+    first = [iteration_games(fixture_game_files, i, 3, seed=1) for i in range(5)]
+    assert first == [iteration_games(fixture_game_files, i, 3, seed=1) for i in range(5)]
+    drawn = [g for it in first[:2] for g in it] + first[2][:1]
+    assert sorted(drawn) == fixture_game_files  # one pass over all games before any repeats
