@@ -46,4 +46,37 @@ class RandomAdmissiblePolicy:
         return decisions
 
 
+
+
+class WalkthroughPolicy:
+    """Plays each game's stored walkthrough (from its `game.tw-pddl`), and remembers every turn
+    it was shown, so behaviour cloning can build the same prompts the RL agent sees."""
+
+    name = "walkthrough"
+    needs_expert = False
+
+    def __init__(self):
+        self.turns: list[Turn] = []
+        self._walkthroughs: dict[str, list[str]] = {}
+
+    def walkthrough(self, gamefile: str) -> list[str]:
+        if gamefile not in self._walkthroughs:
+            from envs.games import load_game
+
+            walkthrough = load_game(gamefile).walkthrough
+            if not walkthrough:
+                raise ValueError(f"{gamefile} has no stored walkthrough to imitate")
+            self._walkthroughs[gamefile] = walkthrough
+        return self._walkthroughs[gamefile]
+
+    def act(self, turns: Sequence[Turn]) -> list[Decision]:
+        self.turns += turns
+        decisions = []
+        for turn in turns:
+            walkthrough = self.walkthrough(turn.info["gamefile"])
+            action = walkthrough[min(turn.turn, len(walkthrough) - 1)]
+            decisions.append(Decision(action=action, response=action))
+        return decisions
+
+
 BASELINES = {"expert": ExpertPolicy, "random": RandomAdmissiblePolicy}

@@ -99,6 +99,12 @@ class LLMPolicy:
         return ActionConstraint([self._encode(c) for c in sorted(admissible)], self._action_end, self._eos,
                                 self._think_close, self._action_open, self.decoding.max_think_tokens)
 
+    def demonstration_ids(self, command: str) -> list[int]:
+        """The response tokens that play `command` (with an empty thought in the react format):
+        what behaviour cloning trains the model to write."""
+        think = self._think_close or []
+        return [*think, *self._action_open, *self._encode(command), *self._action_end]
+
     def _loss_mask(self, generation: Generation, constraint: ActionConstraint | None) -> list[bool]:
         """Response tokens the loss covers: the action (and optionally the thought), never forced ones."""
         if constraint is not None:

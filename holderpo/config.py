@@ -38,6 +38,10 @@ class TrainConfig:
     lora_rank: int = _f(16, "LoRA rank")
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank)")
     top_layers: int = _f(2, "finetune=top: how many of the last transformer blocks train")
+    # -- warm start ----------------------------------------------------------------------------
+    sft_epochs: int = _f(0, "behaviour cloning epochs on the training games' walkthroughs before RL (0: none)")
+    sft_lr: float = _f(1e-4, "behaviour cloning learning rate")
+    sft_batch_size: int = _f(16, "behaviour cloning samples per step")
     # -- rollouts ---------------------------------------------------------------------------
     games_per_iteration: int = _f(4, "games drawn per iteration (each played group_size times)")
     group_size: int = _f(8, "episodes per game and iteration (G of GRPO)")
@@ -93,17 +97,18 @@ class TrainConfig:
                 raise ValueError(f"--{_flag(f.name)}: expected one of {list(choices)}, got {getattr(self, f.name)!r}")
         positive = ("games_per_iteration", "group_size", "max_steps", "num_envs", "max_new_tokens",
                     "iterations", "epochs", "minibatch_size", "micro_batch_size", "lora_rank",
-                    "top_layers", "max_bad_steps")
+                    "top_layers", "max_bad_steps", "sft_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)}: expected a positive integer, got {getattr(self, name)}")
-        non_negative = ("num_workers", "heldout_episodes", "kl_coef", "entropy_coef", "invalid_penalty",
+        non_negative = ("sft_epochs", "num_workers", "heldout_episodes", "kl_coef", "entropy_coef", "invalid_penalty",
                         "weight_decay", "max_grad_norm", "eval_every", "checkpoint_every", "history")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ValueError(f"--{_flag(name)}: expected a value >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or self.temperature <= 0 or self.eval_temperature <= 0:
-            raise ValueError("--lr, --temperature and --eval-temperature must be > 0")
+        for name in ("lr", "sft_lr", "temperature", "eval_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{_flag(name)}: expected a value > 0, got {getattr(self, name)}")
         if self.group_size < 2 and self.estimator != "drgrpo":
             raise ValueError(f"--group-size: group advantages need at least 2 episodes per game, got "
                              f"{self.group_size}")

@@ -44,14 +44,22 @@ def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
 
 
 class Reference:
-    """The frozen reference policy, as a context in which `model` computes reference log-probs."""
+    """The frozen reference policy, as a context in which `model` computes reference log-probs.
+
+    Under LoRA it is always the base model. Otherwise it is a snapshot of the trainable tensors,
+    taken now or again with `snapshot()` (after a warm start, so that RL is anchored to the
+    policy it starts from); `weights` is what a checkpoint stores to restore it.
+    """
 
     def __init__(self, model, finetune: str):
         self.model = model
         self.lora = finetune == "lora"
-        self._initial = {} if self.lora else {
-            name: p.detach().clone() for name, p in trainable_parameters(model).items()
-        }
+        self.weights: dict[str, torch.Tensor] = {}
+        self.snapshot()
+
+    def snapshot(self) -> None:
+        if not self.lora:
+            self.weights = {name: p.detach().clone() for name, p in trainable_parameters(self.model).items()}
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
@@ -65,7 +73,7 @@ class Reference:
             current = {name: p.data for name, p in parameters.items()}
             try:
                 for name, p in parameters.items():
-                    p.data = self._initial[name]
+                    p.data = self.weights[name]
                 yield
             finally:
                 for name, p in parameters.items():

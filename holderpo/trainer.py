@@ -35,6 +35,7 @@ from holderpo.modeling import Reference, prepare_for_training, trainable_paramet
 from holderpo.run_logging import RunLogger, plot_metrics
 from holderpo.samples import Sample, advantages, build_samples, right_aligned
 from holderpo.schedules import make_schedule
+from holderpo.sft import clone_behaviour, demonstration_samples
 from rollouts.records import EpisodeRecord, EpisodeSpec
 from rollouts.runner import play_episodes
 from rollouts.transcripts import TranscriptWriter
@@ -127,14 +128,17 @@ class Trainer:
             for name, tensor in saved["weights"].items():
                 parameters[name].copy_(tensor)
         self.optimizer.load_state_dict(saved["optimizer"])
+        if self.reference is not None and saved.get("reference"):
+            self.reference.weights = saved["reference"]
         self.state = saved["state"]
         self.echo(f"resumed from {checkpoint} at iteration {self.state['iteration']}")
 
     def save(self, target: Path) -> None:
         weights = {name: p.detach().clone() for name, p in trainable_parameters(self.model).items()}
         info = {"iteration": self.state["iteration"], "config": self.cfg.to_dict(), "run": self.cfg.name}
+        reference = self.reference.weights if self.reference is not None else None
         save_checkpoint(target, self.model, self.tokenizer, self.optimizer,
-                        {"weights": weights, "state": dict(self.state)}, info)
+                        {"weights": weights, "reference": reference, "state": dict(self.state)}, info)
 
     def _request_stop(self, signum, frame) -> None:
         if self._stop_requested:  # a second Ctrl-C: stop now; the last checkpoint stays usable
@@ -151,6 +155,21 @@ class Trainer:
     def evaluate(self, batch: BatchedAlfWorld, writer: TranscriptWriter) -> dict:
         specs = make_specs(self.heldout_games, self.cfg.seed, max_episodes=self.cfg.heldout_episodes or None)
         return summarize(play_episodes(batch, self.eval_policy, specs, on_episode_end=writer.write))
+
+    def warm_start(self) -> None:
+        """Behaviour cloning on the training games' walkthroughs, then a checkpoint (iteration 0)."""
+        tick = time.time()
+        samples = demonstration_samples(self.policy, self.train_games, num_envs=self.cfg.num_envs,
+                                        num_workers=self.cfg.num_workers or None, seed=self.cfg.seed,
+                                        trust_game_files=self.cfg.trust_game_files)
+        losses = clone_behaviour(self.model, samples, list(trainable_parameters(self.model).values()),
+                                 epochs=self.cfg.sft_epochs, lr=self.cfg.sft_lr, batch_size=self.cfg.sft_batch_size,
+                                 pad_id=self.tokenizer.eos_token_id, seed=self.cfg.seed, echo=self.echo)
+        if self.reference is not None:
+            self.reference.snapshot()  # RL is anchored to the policy it starts from
+        self.state |= {"sft_done": True, "sft_losses": losses, "sft_samples": len(samples),
+                       "sft_seconds": time.time() - tick}
+        self.save(self.run_dir / "checkpoints" / "iter_0000")
 
     def _replay(self, admissible: list[str], response_ids: list[int]) -> list:
         if self.cfg.decoding == "free":
@@ -260,9 +279,15 @@ class Trainer:
                                  max_steps=cfg.max_steps, trust_game_files=cfg.trust_game_files) as batch, \
                     TranscriptWriter(transcripts / "train.jsonl", policy=cfg.preset, model=cfg.model) as train_log, \
                     TranscriptWriter(transcripts / "eval.jsonl", policy=cfg.preset, model=cfg.model) as eval_log:
+                if self.heldout_games and "heldout_untrained" not in self.state:
+                    self.state["heldout_untrained"] = self.evaluate(batch, eval_log)
+                    self.echo(f"held-out success, untrained: {self.state['heldout_untrained']['success_rate']:.3f}")
+                if cfg.sft_epochs and not self.state.get("sft_done"):
+                    self.warm_start()
                 if self.heldout_games and self.state["heldout_before"] is None:
-                    self.state["heldout_before"] = self.evaluate(batch, eval_log)
-                    self.echo(f"held-out success before training: {self.state['heldout_before']['success_rate']:.3f}")
+                    self.state["heldout_before"] = (self.evaluate(batch, eval_log) if cfg.sft_epochs
+                                                    else self.state["heldout_untrained"])
+                    self.echo(f"held-out success before RL: {self.state['heldout_before']['success_rate']:.3f}")
                 while self.state["iteration"] < cfg.iterations and not self._stop_requested:
                     iteration = self.state["iteration"]
                     p = self.schedule(iteration, cfg.iterations)
@@ -311,10 +336,13 @@ class Trainer:
         final = json.loads(metrics_path.read_text().splitlines()[-1]) if metrics_path.read_text().strip() else {}
         report = {
             "run": self.cfg.name,
+            "heldout_success_untrained": (self.state["heldout_untrained"]["success_rate"]
+                                          if self.state.get("heldout_untrained") else None),
             "heldout_success_before": before["success_rate"] if before else None,
             "heldout_success_after": after["success_rate"] if after else None,
             "heldout_before": before, "heldout_after": after,
             "wall_seconds": self.state["wall_seconds"],
+            "sft": {k: self.state[k] for k in ("sft_losses", "sft_samples", "sft_seconds") if k in self.state},
             "final_metrics": final, "config": self.cfg.to_dict(),
         }
         (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))

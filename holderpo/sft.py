@@ -1,0 +1,80 @@
+"""Behaviour cloning on the expert's walkthroughs: the warm start before RL.
+
+From the untrained small model, a group of episodes almost never sees a win, so RL has no
+signal. A short phase of supervised learning on the stored walkthroughs of the training games
+fixes that. It uses exactly what RL uses: the same prompts, the same response tokens for a
+command, and under constrained decoding the same masked distribution, with forced tokens left
+out of the loss.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from agents.baselines import WalkthroughPolicy
+from agents.llm_policy import LLMPolicy
+from agents.scoring import response_logprobs
+from envs.batched import BatchedAlfWorld
+from eval.evaluate import make_specs
+from holderpo.samples import Sample, right_aligned
+from rollouts.runner import play_episodes
+
+
+def demonstration_samples(policy: LLMPolicy, games: Sequence[str], *, num_envs: int = 8,
+                          num_workers: int | None = None, seed: int = 0, **env_kwargs) -> list[Sample]:
+    """One sample per turn of every winning walkthrough, prompted as `policy` prompts.
+
+    Walkthroughs are played without the RL step limit: every turn of a demonstration teaches.
+    """
+    if policy.prompt.context != "step":
+        raise ValueError("behaviour cloning supports the step context only; use --context step")
+    walker = WalkthroughPolicy()
+    specs = make_specs(games, seed)
+    with BatchedAlfWorld(min(num_envs, len(specs)), num_workers, max_steps=1000, **env_kwargs) as batch:
+        records = play_episodes(batch, walker, specs)
+    won = {record.episode_id for record in records if record.won}
+    samples = []
+    for turn in walker.turns:
+        if turn.episode_id not in won:
+            continue
+        action = walker.walkthrough(turn.info["gamefile"])[turn.turn]
+        response = policy.demonstration_ids(action)
+        if policy.constrained:
+            constraint = policy.constraint(turn.info["admissible_commands"])
+            allowed = constraint.replay(response)
+            mask = [not (a is not None and len(a) == 1) for a in allowed]
+        else:
+            allowed, mask = [None] * len(response), [True] * len(response)
+        samples.append(Sample(policy.prompt_ids(turn), response, [0.0] * len(response), mask, allowed,
+                              advantage=0.0, weight=1.0, episode=len(samples)))
+    return samples
+
+
+def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int, lr: float, batch_size: int,
+                    pad_id: int, seed: int = 0, echo: Callable[[str], None] = print) -> list[float]:
+    """Minimise the masked negative log-likelihood of the demonstrations; the mean loss per epoch."""
+    if not samples:
+        raise ValueError("no demonstrations: the training games have no winning walkthroughs")
+    optimizer = torch.optim.AdamW(parameters, lr=lr)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+    losses = []
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        order = rng.permutation(len(samples))
+        for start in range(0, len(samples), batch_size):
+            chunk = [samples[i] for i in order[start: start + batch_size]]
+            scored = response_logprobs(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
+                                       [s.allowed for s in chunk], pad_id=pad_id)
+            width = scored.logprobs.shape[1]
+            mask = right_aligned([s.loss_mask for s in chunk], width, False, torch.bool).to(scored.logprobs.device)
+            loss = -(scored.logprobs * mask).sum() / mask.sum().clamp(min=1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total, count = total + loss.item() * len(chunk), count + len(chunk)
+        losses.append(total / count)
+        echo(f"behaviour cloning epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
+    return losses

@@ -1,0 +1,49 @@
+"""Behaviour cloning: demonstrations use RL's prompts and masks, and learning them lowers the loss."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from agents.llm_policy import DecodingConfig, LLMPolicy
+from holderpo.modeling import prepare_for_training, trainable_parameters
+from holderpo.sft import clone_behaviour, demonstration_samples
+from tests.conftest import FIXTURE_GAMES
+
+REPO = Path(__file__).parent.parent.parent
+
+
+def test_demonstrations_follow_the_walkthrough_with_rl_masks(tiny_model, tokenizer, fixture_game_files):
+    policy = LLMPolicy(tiny_model, tokenizer, decoding=DecodingConfig())
+    games = fixture_game_files[:2]
+    samples = demonstration_samples(policy, games, num_envs=2, num_workers=1)
+    walkthroughs = [json.loads(Path(g).read_text())["walkthrough"] for g in games]
+    assert len(samples) == sum(len(w) for w in walkthroughs)
+    commands = [tokenizer.decode(s.response_ids, skip_special_tokens=True) for s in samples]
+    assert sorted(commands) == sorted(c for w in walkthroughs for c in w)
+    for sample in samples:
+        assert sample.response_ids[-1] == tokenizer.eos_token_id
+        assert all(not (m and a is not None and len(a) == 1) for m, a in zip(sample.loss_mask, sample.allowed))
+        assert tokenizer.decode(sample.prompt_ids).count("<|im_start|>") == 3  # system, user, assistant
+
+
+def test_cloning_lowers_the_demonstration_loss(tokenizer, fixture_game_files, tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    model = prepare_for_training(AutoModelForCausalLM.from_pretrained(tiny_model_dir), "full")
+    policy = LLMPolicy(model, tokenizer, decoding=DecodingConfig())
+    samples = demonstration_samples(policy, fixture_game_files[:1], num_envs=1, num_workers=1)
+    losses = clone_behaviour(model, samples, list(trainable_parameters(model).values()), epochs=4, lr=3e-3,
+                             batch_size=4, pad_id=tokenizer.eos_token_id, echo=lambda _: None)
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_sft_command_saves_a_checkpoint(tiny_model_dir, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "holderpo.cli", "sft", "--train-games", str(FIXTURE_GAMES / "valid_seen"),
+         "--model", tiny_model_dir, "--sft-epochs", "1", "--runs-dir", str(tmp_path), "--name", "warm",
+         "--finetune", "top", "--top-layers", "1", "--num-workers", "1"],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "behaviour cloning epoch 1/1" in result.stdout
+    assert (tmp_path / "warm" / "final" / "holderpo_checkpoint.json").is_file()
