@@ -29,6 +29,10 @@ class TrainConfig:
     heldout_games: str = _f("", "held-out games for evaluation ('' skips evaluation)")
     heldout_episodes: int = _f(0, "evaluate on the first N held-out games (0: all)")
     trust_game_files: bool = _f(False, "load games whose grammar is not alfworld's (runs their code)")
+    generate_train: int = _f(0, "if train_games holds no games, first generate this many there (0: never)")
+    generate_heldout: int = _f(0, "if heldout_games holds no games, first generate this many there (0: never)")
+    generate_size: str = _f("tiny", "scene size of generated games", choices=("tiny", "small", "alfworld"))
+    generate_seed: int = _f(0, "seed of generated games (fixed apart from the run seed, so runs share games)")
     # -- model ------------------------------------------------------------------------------
     model: str = _f("embedded", "embedded, a Hugging Face id, or a local model folder")
     dtype: str = _f("float32", "model dtype", choices=("float32", "bfloat16", "float16"))
@@ -101,7 +105,7 @@ class TrainConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)}: expected a positive integer, got {getattr(self, name)}")
-        non_negative = ("sft_epochs", "num_workers", "heldout_episodes", "kl_coef", "entropy_coef", "invalid_penalty",
+        non_negative = ("generate_train", "generate_heldout", "sft_epochs", "num_workers", "heldout_episodes", "kl_coef", "entropy_coef", "invalid_penalty",
                         "weight_decay", "max_grad_norm", "eval_every", "checkpoint_every", "history")
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -351,6 +351,21 @@ class Trainer:
         return report
 
 
+def ensure_games(config: TrainConfig, echo: Callable[[str], None] = print) -> None:
+    """Generate the train / held-out games first where the config asks for it and none are there."""
+    from envs.generator import SPLITS, generate_games
+
+    for source, count in ((config.train_games, config.generate_train), (config.heldout_games, config.generate_heldout)):
+        folder = Path(source)
+        if not count or not source or source.startswith("official:") or any(folder.rglob("game.tw-pddl")):
+            continue
+        if folder.name not in SPLITS:
+            raise ValueError(f"generated games go to <root>/<split>: expected a games folder ending in one of "
+                             f"{list(SPLITS)}, got {source}")
+        echo(f"generating {count} {config.generate_size} games in {folder} (once; later runs reuse them)")
+        generate_games(folder.parent, count, config.generate_seed, split=folder.name, size=config.generate_size)
+
+
 def write_run_info(config: TrainConfig, run_dir: Path, train_games: Sequence[str], heldout: Sequence[str]) -> None:
     """The resolved config, seed, versions and a fingerprint of the game data."""
     from holderpo.commands.doctor import package_versions

@@ -33,22 +33,28 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in TrainConfig.__dataclass_fields__ if getattr(args, name) is not None}
 
 
+DEFAULT_CONFIG = Path(__file__).parent.parent / "defaults" / "cpu.yaml"
+
+
 def run(args: argparse.Namespace) -> int:
     from holderpo.config import load_config
-    from holderpo.trainer import Trainer, TrainingDiverged, write_run_info
+    from holderpo.trainer import Trainer, TrainingDiverged, ensure_games, write_run_info
 
     try:
         if args.resume is not None:
             run_dir = args.resume
             config = load_config(run_dir / "config.yaml", _overrides(args))
         else:
-            config = load_config(args.config, _overrides(args))
+            # no config file and no games named: the default CPU run (holderpo/defaults/cpu.yaml)
+            default = args.config is None and args.train_games is None
+            config = load_config(DEFAULT_CONFIG if default else args.config, _overrides(args))
             if not config.name:
                 config.name = f"{config.preset}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
             run_dir = Path(config.runs_dir) / config.name
             if (run_dir / "final").exists():
                 raise ValueError(f"run folder {run_dir} already holds a finished run: pick another --name")
         print(f"run: {config.name} ({run_dir})")
+        ensure_games(config)
         trainer = Trainer(config, run_dir, resume=args.resume is not None)
         if args.resume is None:
             write_run_info(config, run_dir, trainer.train_games, trainer.heldout_games)
