@@ -16,6 +16,7 @@ import numpy as np
 from agents.policy import Policy
 from envs.batched import BatchedAlfWorld
 from envs.games import read_task_type
+from eval.stats import pass_at_k, wilson_interval
 from rollouts.records import OUTCOMES, EpisodeRecord, EpisodeSpec
 from rollouts.runner import play_episodes
 
@@ -79,24 +80,36 @@ def _rate(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
-def summarize(records: Sequence[EpisodeRecord]) -> dict:
-    """Success rate overall and per task type, outcome counts and admissible-action rate."""
-    outcomes = Counter(record.outcome for record in records)
-    by_task_type = {}
-    for task_type in sorted({record.task_type for record in records}):
-        group = [record for record in records if record.task_type == task_type]
-        by_task_type[task_type] = {
-            "episodes": len(group),
-            "success_rate": _rate(sum(r.won for r in group), len(group)),
-            "admissible_rate": _rate(sum(r.admissible_actions for r in group), sum(r.steps for r in group)),
-            "outcomes": {outcome: sum(r.outcome == outcome for r in group) for outcome in OUTCOMES},
-        }
+def _group_stats(records: Sequence[EpisodeRecord], k: int) -> dict:
+    """The statistics reported for any set of episodes: overall, or one task type."""
+    won = [record for record in records if record.won]
+    wins_per_game = Counter(record.game_id for record in won)
+    samples_per_game = Counter(record.game_id for record in records)
     steps = sum(record.steps for record in records)
     return {
         "episodes": len(records),
-        "success_rate": _rate(outcomes["won"], len(records)),
-        "by_task_type": by_task_type,
-        "outcomes": {outcome: outcomes[outcome] for outcome in OUTCOMES},
+        "success_rate": _rate(len(won), len(records)),
+        "success_ci95": list(wilson_interval(len(won), len(records))),
+        "pass_at_k": pass_at_k([(n, wins_per_game[game]) for game, n in samples_per_game.items()], k),
+        "mean_steps_won": sum(record.steps for record in won) / len(won) if won else None,
         "admissible_rate": _rate(sum(record.admissible_actions for record in records), steps),
+        "outcomes": {outcome: sum(r.outcome == outcome for r in records) for outcome in OUTCOMES},
         "steps": steps,
     }
+
+
+def summarize(records: Sequence[EpisodeRecord], k: int | None = None) -> dict:
+    """Success rate (with its Wilson 95% interval), pass@k, mean steps of won episodes,
+    admissible-action rate and outcome counts, overall and per task type.
+
+    `k` defaults to the fewest samples any game has (the `--samples` of the sweep), so pass@k
+    with one sample per game is the success rate averaged over games. `mean_steps_won` is None
+    when no episode was won.
+    """
+    samples_per_game = Counter(record.game_id for record in records)
+    k = k if k is not None else min(samples_per_game.values(), default=1)
+    by_task_type = {
+        task_type: _group_stats([r for r in records if r.task_type == task_type], k)
+        for task_type in sorted({record.task_type for record in records})
+    }
+    return {**_group_stats(records, k), "k": k, "by_task_type": by_task_type}

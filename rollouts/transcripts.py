@@ -70,8 +70,9 @@ class Transcript:
 
 
 def read_transcript(path: str | Path) -> Transcript:
-    """Load a transcript file. A cut last line is skipped and reported; a bad line elsewhere
-    or an unknown schema version raises TranscriptError naming the line."""
+    """Load a transcript file. A cut last line and lines of an unknown schema version are
+    skipped and reported in `problems` (the rest is still usable); a broken line elsewhere
+    raises TranscriptError naming it."""
     path = Path(path)
     if not path.is_file():
         raise TranscriptError(f"{path}: no such transcript file")
@@ -89,7 +90,8 @@ def read_transcript(path: str | Path) -> Transcript:
             raise TranscriptError(f"{path}:{number}: not valid JSON") from None
         version = entry.get("schema") if isinstance(entry, dict) else None
         if version != SCHEMA_VERSION:
-            raise TranscriptError(f"{path}:{number}: unknown transcript schema {version!r}; this "
-                                  f"version of holderpo reads schema {SCHEMA_VERSION}")
+            transcript.problems.append(f"{path}:{number}: unknown transcript schema {version!r}; this "
+                                       f"version of holderpo reads schema {SCHEMA_VERSION}; skipped")
+            continue
         transcript.episodes.append(entry)
     return transcript

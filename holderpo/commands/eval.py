@@ -1,4 +1,9 @@
-"""`holderpo eval`: success rate of a policy on a deterministic sweep over games."""
+"""`holderpo eval`: success rate of a policy on a deterministic sweep over games, and
+`holderpo eval --compare A B`: the paired difference between two such results files.
+
+    holderpo eval --games official:valid_unseen --policy runs/holderpo/final --samples 4 --out out/
+    holderpo eval --compare out_grpo/results.json out_holderpo/results.json
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,31 @@ import tempfile
 from pathlib import Path
 
 SCRIPTED = ("expert", "random")
+RESULTS_FILE = "results.json"
+TRANSCRIPT_FILE = "transcripts.jsonl"
+ADAPTER_CONFIG = "adapter_config.json"  # what peft writes beside a LoRA adapter
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "eval", help="evaluate a policy's success rate on a set of games",
-        description="Play every game of SRC once, in sorted order, and report success per task "
-                    "type and overall. Each episode ends won, step-limit or errored.",
+        "eval", help="evaluate a policy's success rate on a set of games, or compare two results",
+        description="Play every game of --games once (or --samples k times), in sorted order, and "
+                    "report success per task type and overall with Wilson 95% intervals, pass@k, "
+                    "mean steps of won episodes and the admissible-action rate. Each episode ends "
+                    "won, step-limit or errored. With --compare A B, compare two results files "
+                    "episode by episode instead.",
     )
-    parser.add_argument("--games", required=True,
-                        help="a folder of games, a game file, or official:<split> from $ALFWORLD_DATA")
-    parser.add_argument("--policy", required=True,
-                        help="expert, random, embedded (the bundled SmolLM2), a Hugging Face id "
-                             "or a local model folder")
+    parser.add_argument("--games",
+                        help="a folder of games (official layout or generated), a game file, or "
+                             "official:valid_seen / official:valid_unseen / official:train from $ALFWORLD_DATA")
+    parser.add_argument("--policy",
+                        help="expert, random, embedded (the bundled SmolLM2), a Hugging Face id, a "
+                             "training checkpoint (runs/<name>/final), or a model or LoRA adapter folder")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), default=None,
+                        help="compare two results files (or the folders holding them): paired "
+                             "difference B - A on the episodes both played, with its 95%% interval")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="play each game k times and report pass@k (default 1)")
     parser.add_argument("--decoding", choices=("constrained", "free"), default="constrained",
                         help="model policies: sample only admissible commands, or free text")
     parser.add_argument("--output-format", choices=("action", "react"), default="action",
@@ -36,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--num-envs", type=int, default=8, help="episodes played at once")
     parser.add_argument("--workers", type=int, default=None, help="env processes (default: CPUs)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="write OUT/results.json and OUT/transcripts.jsonl")
+                        help=f"write OUT/{RESULTS_FILE} and OUT/{TRANSCRIPT_FILE}")
     return parser
 
 
@@ -54,18 +71,65 @@ def write_json_atomic(path: Path, value) -> None:
 
 
 def print_summary(summary: dict, title: str) -> None:
+    """The results table (a row per task type and an overall row) and the sweep's totals.
+
+    Headers are short so the 30-character task type names fit an 80-column terminal.
+    """
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in ("task type", "episodes", "success", "won", "step-limit", "errored"):
-        table.add_column(column, justify="left" if column == "task type" else "right", no_wrap=True)
-    rows = list(summary["by_task_type"].items()) + [("overall", summary)]
-    for name, row in rows:
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
+                  caption="n: episodes; 95% CI: Wilson interval of success; limit: step limit "
+                          "reached; err: errored")
+    table.add_column("task type", overflow="fold")
+    for column in ("n", "success", "95% CI", f"pass@{summary['k']}", "won", "limit", "err"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for name, row in [*summary["by_task_type"].items(), ("overall", summary)]:
+        low, high = row["success_ci95"]
         outcomes = row["outcomes"]
         table.add_row(name, str(row["episodes"]), f"{100 * row['success_rate']:.1f}%",
-                      str(outcomes["won"]), str(outcomes["step-limit"]), str(outcomes["errored"]))
-    Console().print(table)
+                      f"{100 * low:.0f}-{100 * high:.0f}%", f"{100 * row['pass_at_k']:.1f}%",
+                      str(outcomes["won"]), str(outcomes["step-limit"]), str(outcomes["errored"]),
+                      style="bold" if name == "overall" else None)
+    console = Console()
+    console.print(table)
+    mean_steps = summary["mean_steps_won"]
+    console.print(f"mean steps of won episodes: {'-' if mean_steps is None else f'{mean_steps:.1f}'}; "
+                  f"admissible actions: {100 * summary['admissible_rate']:.1f}% of {summary['steps']} steps",
+                  markup=False, highlight=False)
+
+
+def load_policy_model(name: str):
+    """`(model, tokenizer)` for `--policy`, by what the name points at:
+
+    - a training checkpoint (`runs/<name>/final`, marked by `holderpo_checkpoint.json`): loaded
+      the trainer's way, a LoRA adapter applied to the base model its config names;
+    - any other folder holding a LoRA adapter (`adapter_config.json`): peft finds the base model
+      from that file;
+    - anything else (embedded, a full model folder, a Hugging Face id): `agents.models.load_model`.
+
+    Adapters are merged into the base weights, so generation runs a plain model at full speed.
+    """
+    from agents.models import load_model
+    from holderpo.checkpoint import MARKER, load_checkpoint_model
+
+    folder = Path(name).expanduser()
+    if (folder / MARKER).is_file():
+        return load_checkpoint_model(folder)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        return load_model(name)
+    try:
+        from peft import AutoPeftModelForCausalLM
+    except ImportError:
+        raise FileNotFoundError(f"{folder} holds a LoRA adapter ({ADAPTER_CONFIG}), which needs the "
+                                "`peft` package: pip install peft") from None
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(folder).merge_and_unload()
+    has_tokenizer = (folder / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(folder if has_tokenizer else model.name_or_path)
+    return model.eval(), tokenizer
 
 
 def make_policy(args: argparse.Namespace):
@@ -75,20 +139,37 @@ def make_policy(args: argparse.Namespace):
     if args.policy in SCRIPTED:
         return BASELINES[args.policy]()
     from agents.llm_policy import DecodingConfig, LLMPolicy
-    from agents.models import load_model
     from agents.prompts import PromptConfig
 
-    model, tokenizer = load_model(args.policy)
+    model, tokenizer = load_policy_model(args.policy)
     return LLMPolicy(model, tokenizer, PromptConfig(context=args.context, output_format=args.output_format),
                      DecodingConfig(decoding=args.decoding, temperature=args.temperature), name=args.policy)
 
 
-def run(args: argparse.Namespace) -> int:
+def results_json(summary: dict, records, args: argparse.Namespace) -> dict:
+    """What `OUT/results.json` holds: the summary, the run's settings and versions, and one
+    entry per episode (which `--compare` pairs on `episode_id`)."""
+    from holderpo.commands.doctor import package_versions
+
+    return {
+        **summary, "policy": args.policy, "games": str(args.games), "seed": args.seed,
+        "samples": args.samples, "max_steps": args.max_steps, "versions": package_versions(),
+        "episode_results": [
+            {"episode_id": r.episode_id, "game": r.game, "game_id": r.game_id, "sample": r.sample,
+             "task_type": r.task_type, "outcome": r.outcome, "steps": r.steps, "error": r.error}
+            for r in records
+        ],
+    }
+
+
+def run_sweep(args: argparse.Namespace) -> int:
     from envs.games import MissingDataError, resolve_games
     from eval.evaluate import evaluate, summarize
     from rollouts.transcripts import TranscriptWriter
 
     try:
+        if args.samples < 1:
+            raise ValueError(f"expected --samples >= 1, got {args.samples}")
         games = resolve_games(args.games)
         policy = make_policy(args)
     except (MissingDataError, FileNotFoundError, ValueError) as error:
@@ -96,27 +177,98 @@ def run(args: argparse.Namespace) -> int:
         return 2
     writer = None
     if args.out is not None:
-        (args.out / "transcripts.jsonl").unlink(missing_ok=True)  # a fresh sweep, a fresh file
-        writer = TranscriptWriter(args.out / "transcripts.jsonl", policy=policy.name)
+        (args.out / TRANSCRIPT_FILE).unlink(missing_ok=True)  # a fresh sweep, a fresh file
+        writer = TranscriptWriter(args.out / TRANSCRIPT_FILE, policy=policy.name)
     try:
-        records = evaluate(policy, games, seed=args.seed, max_episodes=args.max_episodes,
-                           max_steps=args.max_steps, num_envs=args.num_envs, num_workers=args.workers,
+        records = evaluate(policy, games, seed=args.seed, samples=args.samples,
+                           max_episodes=args.max_episodes, max_steps=args.max_steps,
+                           num_envs=args.num_envs, num_workers=args.workers,
                            on_episode_end=writer.write if writer else None)
     finally:
         if writer:
             writer.close()
-    summary = summarize(records)
-    print_summary(summary, f"{args.policy} on {args.games} (seed {args.seed})")
+    summary = summarize(records, k=args.samples)
+    print_summary(summary, f"{args.policy} on {args.games} (seed {args.seed}, {args.samples} sample(s) per game)")
     if args.out is not None:
-        results = {
-            **summary, "policy": args.policy, "games": str(args.games), "seed": args.seed,
-            "max_steps": args.max_steps,
-            "episode_results": [
-                {"episode_id": r.episode_id, "game": r.game, "task_type": r.task_type,
-                 "outcome": r.outcome, "steps": r.steps, "error": r.error}
-                for r in records
-            ],
-        }
-        write_json_atomic(args.out / "results.json", results)
-        print(f"wrote {args.out / 'results.json'} and {args.out / 'transcripts.jsonl'}")
+        write_json_atomic(args.out / RESULTS_FILE, results_json(summary, records, args))
+        print(f"wrote {args.out / RESULTS_FILE} and {args.out / TRANSCRIPT_FILE}")
     return 0
+
+
+def read_results(path: Path) -> dict:
+    """A results file written by `holderpo eval --out` (or the folder holding it), checked
+    for the per-episode entries that a comparison needs."""
+    path = path / RESULTS_FILE if path.is_dir() else path
+    hint = "write one with `holderpo eval ... --out DIR`"
+    if not path.is_file():
+        raise ValueError(f"{path}: no such results file; {hint}")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.strip():
+        raise ValueError(f"{path}: the file is empty (an interrupted run?); {hint}")
+    try:
+        results = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); {hint}") from None
+    episodes = results.get("episode_results") if isinstance(results, dict) else None
+    if not isinstance(episodes, list):
+        raise ValueError(f"{path}: expected a JSON object with a list 'episode_results', got none "
+                         f"(written by an older evaluator?); {hint}")
+    if not episodes:
+        raise ValueError(f"{path}: holds no episodes (the sweep played nothing); {hint}")
+    return results
+
+
+def episode_scores(results: dict) -> dict[str, float]:
+    """episode_id -> 1.0 if won else 0.0."""
+    return {entry["episode_id"]: float(entry["outcome"] == "won") for entry in results["episode_results"]}
+
+
+def _describe(label: str, path: Path, results: dict) -> str:
+    from eval.stats import wilson_interval
+
+    scores = episode_scores(results)
+    wins = int(sum(scores.values()))
+    low, high = wilson_interval(wins, len(scores))
+    return (f"{label}: {path} ({results.get('policy', '?')}): {wins}/{len(scores)} won, "
+            f"{100 * wins / len(scores):.1f}% (95% CI {100 * low:.1f}-{100 * high:.1f})")
+
+
+def run_compare(path_a: Path, path_b: Path) -> int:
+    """Print each file's success rate and the paired difference B - A on their shared episodes."""
+    from eval.stats import paired_difference
+
+    loaded, failed = {}, False
+    for label, path in (("A", path_a), ("B", path_b)):
+        try:
+            loaded[label] = read_results(path)
+            print(_describe(label, path, loaded[label]))
+        except ValueError as error:
+            print(f"error: {label}: {error}")
+            failed = True
+    if failed:
+        return 2
+    a, b = episode_scores(loaded["A"]), episode_scores(loaded["B"])
+    shared = set(a) & set(b)
+    if not shared:
+        print(f"error: A and B share no episode (A's ids look like {min(a)!r}, B's like {min(b)!r}): "
+              "compare results of the same games, seed and --samples")
+        return 2
+    diff = paired_difference(a, b)
+    interval = ("no interval" if diff.low is None
+                else f"95% CI {100 * diff.low:+.1f} to {100 * diff.high:+.1f}")
+    print(f"shared episodes: {diff.n} (only in A: {len(a) - diff.n}, only in B: {len(b) - diff.n})")
+    print(f"B - A success: {100 * diff.mean:+.1f} points, {interval} (paired, normal approximation)")
+    print(f"won by B only: {sum(b[e] > a[e] for e in shared)}; won by A only: {sum(a[e] > b[e] for e in shared)}")
+    if diff.note:
+        print(f"note: {diff.note}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.compare is not None:
+        return run_compare(*args.compare)
+    if args.games is None or args.policy is None:
+        print("error: expected --games and --policy (or --compare A B), got "
+              f"--games {args.games!r} and --policy {args.policy!r}")
+        return 2
+    return run_sweep(args)

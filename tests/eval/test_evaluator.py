@@ -76,3 +76,34 @@ def test_eval_command_writes_results(tmp_path):
 def test_eval_command_without_games_explains(tmp_path):
     result = _eval_cli("--games", str(tmp_path), "--policy", "random")
     assert result.returncode == 2 and "no playable games" in result.stdout
+
+
+def _record(game_id, sample, outcome, steps, task_type="pick_and_place_simple"):
+    from rollouts.records import EpisodeRecord, TurnRecord
+
+    turns = [TurnRecord("obs", "look", "look", None, admissible=i % 2 == 0, malformed=False, reward=0.0)
+             for i in range(steps)]
+    return EpisodeRecord(f"{game_id}#{sample}", f"{game_id}/game.tw-pddl", game_id, task_type, "task",
+                         sample, seed=sample, group=0, outcome=outcome, turns=turns)
+
+
+def test_summary_statistics_with_samples():
+    from eval.stats import wilson_interval
+
+    records = [_record("a/t", 0, "won", 4), _record("a/t", 1, "step-limit", 10),
+               _record("b/t", 0, "step-limit", 10), _record("b/t", 1, "step-limit", 10),
+               _record("c/t", 0, "won", 6, "look_at_obj_in_light"),
+               _record("c/t", 1, "errored", 0, "look_at_obj_in_light")]
+    summary = summarize(records)
+    assert summary["k"] == 2
+    assert summary["success_rate"] == pytest.approx(2 / 6)
+    assert summary["success_ci95"] == pytest.approx(list(wilson_interval(2, 6)))
+    assert summary["pass_at_k"] == pytest.approx(2 / 3)  # games a and c won at least once in 2
+    assert summary["mean_steps_won"] == pytest.approx(5.0)
+    assert summary["admissible_rate"] == pytest.approx(20 / 40)  # every other turn of 40
+    picks = summary["by_task_type"]["pick_and_place_simple"]
+    assert picks["pass_at_k"] == pytest.approx(0.5) and picks["mean_steps_won"] == 4.0
+    assert picks["success_ci95"] == pytest.approx(list(wilson_interval(1, 4)))
+    assert summarize(records, k=1)["pass_at_k"] == pytest.approx(2 / 6)
+    lost = summarize([_record("b/t", 0, "step-limit", 3)])
+    assert lost["mean_steps_won"] is None and lost["pass_at_k"] == 0.0
