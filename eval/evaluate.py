@@ -63,17 +63,18 @@ def evaluate(
     num_workers: int | None = None,
     trust_game_files: bool = False,
     on_episode_end: Callable[[EpisodeRecord], None] | None = None,
+    progress: str | None = None,
 ) -> list[EpisodeRecord]:
     """Play the sweep and return one record per episode, in sweep order.
 
     `max_episodes` keeps the first N games of the sorted list (each still played `samples`
-    times).
+    times); `progress` names a progress bar (None: none).
     """
     specs = make_specs(games, seed, samples, max_episodes)
     num_envs = min(num_envs, len(specs))
     with BatchedAlfWorld(num_envs, num_workers, max_steps=max_steps, expert=policy.needs_expert,
                          trust_game_files=trust_game_files) as batch:
-        return play_episodes(batch, policy, specs, on_episode_end)
+        return play_episodes(batch, policy, specs, on_episode_end, progress)
 
 
 def _rate(part: int, whole: int) -> float:

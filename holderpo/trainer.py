@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 import yaml
+from tqdm import tqdm
 
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_model
@@ -150,11 +151,12 @@ class Trainer:
     def collect(self, batch: BatchedAlfWorld, iteration: int, writer: TranscriptWriter) -> list[EpisodeRecord]:
         games = iteration_games(self.train_games, iteration, self.cfg.games_per_iteration, self.cfg.seed)
         specs = iteration_specs(games, iteration, self.cfg.group_size, self.cfg.seed)
-        return play_episodes(batch, self.policy, specs, on_episode_end=writer.write)
+        return play_episodes(batch, self.policy, specs, on_episode_end=writer.write, progress="collect")
 
     def evaluate(self, batch: BatchedAlfWorld, writer: TranscriptWriter) -> dict:
         specs = make_specs(self.heldout_games, self.cfg.seed, max_episodes=self.cfg.heldout_episodes or None)
-        return summarize(play_episodes(batch, self.eval_policy, specs, on_episode_end=writer.write))
+        return summarize(play_episodes(batch, self.eval_policy, specs, on_episode_end=writer.write,
+                                      progress="evaluate"))
 
     def warm_start(self) -> None:
         """Behaviour cloning on the training games' walkthroughs, then a checkpoint (iteration 0)."""
@@ -228,9 +230,12 @@ class Trainer:
         rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, iteration, 7]))
         sums: dict[str, float] = {}
         steps = 0
+        minibatches = -(-len(samples) // self.cfg.minibatch_size) * self.cfg.epochs
+        bar = tqdm(total=minibatches, desc="update", unit="step", leave=False)
         for _ in range(self.cfg.epochs):
             order = rng.permutation(len(samples))
             for start in range(0, len(order), self.cfg.minibatch_size):
+                bar.update(1)
                 mb_index = order[start: start + self.cfg.minibatch_size]
                 mb_weight = sum(samples[i].weight for i in mb_index)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -256,6 +261,7 @@ class Trainer:
                 for key, value in mb_metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
                 steps += 1
+        bar.close()
         return {key: value / max(steps, 1) for key, value in sums.items()} | {"update/steps": steps}
 
     def _bad_step(self) -> None:

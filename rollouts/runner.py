@@ -35,12 +35,17 @@ def play_episodes(
     policy: Policy,
     specs: Sequence[EpisodeSpec],
     on_episode_end: Callable[[EpisodeRecord], None] | None = None,
+    progress: str | None = None,
 ) -> list[EpisodeRecord]:
     """Play every spec once; return the records in the order of `specs`.
 
     `on_episode_end` is called as each episode finishes (for example to append it to a
-    transcript file), so a crash loses only the episodes in flight.
+    transcript file), so a crash loses only the episodes in flight. `progress` names a
+    progress bar of finished episodes (None: no bar).
     """
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(specs), desc=progress, unit="episode", leave=False, disable=progress is None)
     pending = list(range(len(specs)))[::-1]  # popped from the end: specs in order
     records: list[EpisodeRecord | None] = [None] * len(specs)
     slot_spec: dict[int, int] = {}  # slot -> index into specs
@@ -50,6 +55,7 @@ def play_episodes(
         index = slot_spec.pop(slot)
         _finish(records[index], result)
         last.pop(slot, None)
+        bar.update(1)
         if on_episode_end is not None:
             on_episode_end(records[index])
 
@@ -95,4 +101,5 @@ def play_episodes(
                 finish(slot, result)
             else:
                 last[slot] = result
+    bar.close()
     return records  # type: ignore[return-value]  # every spec was played

@@ -183,7 +183,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         records = evaluate(policy, games, seed=args.seed, samples=args.samples,
                            max_episodes=args.max_episodes, max_steps=args.max_steps,
                            num_envs=args.num_envs, num_workers=args.workers,
-                           on_episode_end=writer.write if writer else None)
+                           on_episode_end=writer.write if writer else None, progress="evaluate")
     finally:
         if writer:
             writer.close()
