@@ -15,6 +15,7 @@ from envs.games import Game, GameFileError, load_game, resolve_games
 
 WIN_REWARD = 10.0
 DEFAULT_MAX_STEPS = 50
+ENGINES = ("fast", "stock")  # see the `engine` argument
 MAX_OBSERVATION_CHARS = 65_536
 MAX_ACTION_CHARS = 1_024
 # Printable ASCII with newlines and tabs, the printable Latin-1 range, typographic quotes and
@@ -80,6 +81,10 @@ class AlfWorldEnv(gym.Env[str, str]):
       grammar expressions as Python, so only set this for files you trust.
     - `render_mode`: None or "ansi" (render returns the last command and observation).
     - `expert`: run alfworld's handcoded expert beside the game and report its next command.
+    - `engine`: "fast" (default) plays on `envs.fast_engine`, textworld's engine with its
+      repeated parsing and translation cached (byte-identical outputs, several times faster);
+      "stock" plays on textworld's `PddlEnv` as shipped, for comparison. On a textworld version
+      the fast engine is not tested with, "fast" warns and plays on the stock engine.
 
     ## Version History
     - v0: initial version.
@@ -94,6 +99,7 @@ class AlfWorldEnv(gym.Env[str, str]):
         trust_game_files: bool = False,
         render_mode: str | None = None,
         expert: bool = False,
+        engine: str = "fast",
     ):
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"expected max_steps to be a positive integer, got {max_steps!r}")
@@ -101,11 +107,14 @@ class AlfWorldEnv(gym.Env[str, str]):
             raise ValueError(
                 f"expected render_mode in {self.metadata['render_modes']} or None, got {render_mode!r}"
             )
+        if engine not in ENGINES:
+            raise ValueError(f"expected engine in {list(ENGINES)}, got {engine!r}")
         self.game_paths = resolve_games(games) if games is not None else []
         self.max_steps = max_steps
         self.trust_game_files = trust_game_files
         self.render_mode = render_mode
         self.expert = expert
+        self.engine_name = engine
         self.observation_space = spaces.Text(MAX_OBSERVATION_CHARS, min_length=0, charset=CHARSET)
         self.action_space = spaces.Text(MAX_ACTION_CHARS, min_length=0, charset=CHARSET)
 
@@ -122,6 +131,10 @@ class AlfWorldEnv(gym.Env[str, str]):
 
     # -- engine ------------------------------------------------------------------------------
     def _build_engine(self):
+        if self.engine_name == "fast":
+            from envs.fast_engine import build_engine
+
+            return build_engine(self.expert)
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
         from textworld.envs import PddlEnv
@@ -129,9 +142,9 @@ class AlfWorldEnv(gym.Env[str, str]):
         infos = textworld.EnvInfos(admissible_commands=True, won=True)
         engine = AlfredDemangler(PddlEnv(infos))
         if self.expert:
-            from alfworld.agents.environment.alfred_tw_env import AlfredExpert, AlfredExpertType
+            from envs.expert import with_handcoded_expert
 
-            engine = AlfredExpert(engine, expert_type=AlfredExpertType.HANDCODED)
+            engine = with_handcoded_expert(engine)
         return engine
 
     def _load(self, path: str | Path) -> None:
