@@ -30,11 +30,12 @@ from envs.generator.verify import Verifier
 # Candidates tried per game before giving up; the experts reject a few percent at most.
 MAX_CANDIDATES = 50
 # Task types whose expert walkthrough depends a lot on the expert's random choices: candidates
-# must also be won under RELIABILITY_SEEDS more seeds within RELIABLE_STEPS, well inside the
-# default episode limit of 50, so that the expert wins them under an evaluation's own seeds.
+# must also be won under RELIABILITY_SEEDS more seeds within the default episode limit, so that
+# the expert usually wins them under an evaluation's own seeds too (measured: 7 of 10 pick_two
+# games; stricter settings, 8 seeds within 35 steps, found too few scenes and still lost some).
 SEED_SENSITIVE = ("pick_two_obj_and_place",)
-RELIABILITY_SEEDS = 8
-RELIABLE_STEPS = 35
+RELIABILITY_SEEDS = 4
+RELIABLE_STEPS = 50
 
 
 @dataclass
