@@ -6,6 +6,10 @@ ratios (ours / stock).
 
     python benchmarks/bench_env.py                      # fixture games
     python benchmarks/bench_env.py --games DIR --rounds 5 --steps 40
+    python benchmarks/bench_env.py --engine stock      # AlfWorldEnv on the stock engine too
+
+AlfWorldEnv plays on its default engine ("fast", see envs/fast_engine) unless --engine says
+otherwise; benchmarks/bench_engine.py compares the two engines.
 """
 
 from __future__ import annotations
@@ -52,8 +56,8 @@ def run_stock(games: list[str], steps: int, seed: int) -> tuple[float, float, fl
     return n_steps / step_time, statistics.median(first_resets), statistics.median(resets)
 
 
-def run_ours(games: list[str], steps: int, seed: int) -> tuple[float, float, float]:
-    env, rng = AlfWorldEnv(max_steps=steps), random.Random(seed)
+def run_ours(games: list[str], steps: int, seed: int, engine: str) -> tuple[float, float, float]:
+    env, rng = AlfWorldEnv(max_steps=steps, engine=engine), random.Random(seed)
     first_resets, resets, step_time, n_steps = [], [], 0.0, 0
     for game in games:
         start = time.perf_counter()
@@ -77,15 +81,16 @@ def main() -> None:
     parser.add_argument("--games", default=str(FIXTURES))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=30, help="random steps per game per round")
+    parser.add_argument("--engine", choices=("fast", "stock"), default="fast", help="AlfWorldEnv's engine")
     args = parser.parse_args()
     games = resolve_games(args.games)
     results = {"stock": [], "ours": []}
     for round_ in range(args.rounds):
-        for name, run in (("stock", run_stock), ("ours", run_ours)):
-            results[name].append(run(games, args.steps, seed=round_))
+        results["stock"].append(run_stock(games, args.steps, seed=round_))
+        results["ours"].append(run_ours(games, args.steps, seed=round_, engine=args.engine))
     medians = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in results.items()}
     report = {
-        "games": len(games), "rounds": args.rounds,
+        "games": len(games), "rounds": args.rounds, "engine": args.engine,
         "stock": dict(zip(("steps_per_s", "first_reset_s", "reset_s"), medians["stock"])),
         "ours": dict(zip(("steps_per_s", "first_reset_s", "reset_s"), medians["ours"])),
     }
