@@ -21,7 +21,7 @@ import statistics
 import time
 from pathlib import Path
 
-from envs import AlfWorldEnv
+from bench_engine import speed_round
 from envs.games import resolve_games
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
@@ -57,23 +57,9 @@ def run_stock(games: list[str], steps: int, seed: int) -> tuple[float, float, fl
 
 
 def run_ours(games: list[str], steps: int, seed: int, engine: str) -> tuple[float, float, float]:
-    env, rng = AlfWorldEnv(max_steps=steps, engine=engine), random.Random(seed)
-    first_resets, resets, step_time, n_steps = [], [], 0.0, 0
-    for game in games:
-        start = time.perf_counter()
-        _, info = env.reset(options={"game": game})
-        first_resets.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        _, info = env.reset(options={"game": game})
-        resets.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        for _ in range(steps):
-            _, _, terminated, truncated, info = env.step(rng.choice(info["admissible_commands"]))
-            n_steps += 1
-            if terminated or truncated:
-                break
-        step_time += time.perf_counter() - start
-    return n_steps / step_time, statistics.median(first_resets), statistics.median(resets)
+    """The same walks through AlfWorldEnv (bench_engine's timing loop, which also times the stock engine)."""
+    timed = speed_round(engine, games, steps, seed)
+    return timed["steps_per_s"], timed["first_reset_s"], timed["seen_reset_s"]
 
 
 def main() -> None:
