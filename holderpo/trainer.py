@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import time
 from dataclasses import replace
@@ -358,7 +359,11 @@ class Trainer:
 
 
 def ensure_games(config: TrainConfig, echo: Callable[[str], None] = print) -> None:
-    """Generate the train / held-out games first where the config asks for it and none are there."""
+    """Generate the train / held-out games first where the config asks for it and none are there.
+
+    The games are built in a scratch folder beside the target and moved into place only when all
+    are written, so an interrupted generation is redone by the next run, never reused half-done.
+    """
     from envs.generator import SPLITS, generate_games
 
     for source, count in ((config.train_games, config.generate_train), (config.heldout_games, config.generate_heldout)):
@@ -369,7 +374,13 @@ def ensure_games(config: TrainConfig, echo: Callable[[str], None] = print) -> No
             raise ValueError(f"generated games go to <root>/<split>: expected a games folder ending in one of "
                              f"{list(SPLITS)}, got {source}")
         echo(f"generating {count} {config.generate_size} games in {folder} (once; later runs reuse them)")
-        generate_games(folder.parent, count, config.generate_seed, split=folder.name, size=config.generate_size)
+        scratch = folder.parent / f".generating-{folder.name}"
+        generate_games(scratch, count, config.generate_seed, split=folder.name, size=config.generate_size,
+                       overwrite=True, workers=os.cpu_count() or 1)  # the games do not depend on the worker count
+        if folder.exists():
+            folder.rmdir()  # an empty leftover: it held no games
+        os.replace(scratch / folder.name, folder)
+        scratch.rmdir()
 
 
 def write_run_info(config: TrainConfig, run_dir: Path, train_games: Sequence[str], heldout: Sequence[str]) -> None:

@@ -38,21 +38,26 @@ def build_engine(expert: bool):
     Falls back to the stock engine, with a warning, on a textworld version not in
     `SUPPORTED_TEXTWORLD`.
     """
+    return _assemble(pddl_env_class(), expert)
+
+
+def pddl_env_class() -> type:
+    """`FastPddlEnv` where the installed textworld is supported, else textworld's `PddlEnv` (warned)."""
     from textworld.envs import PddlEnv
 
     version = textworld_version()
     if version in SUPPORTED_TEXTWORLD:
         from envs.fast_engine.env import FastPddlEnv
 
-        return _assemble(FastPddlEnv, expert)
+        return FastPddlEnv
     warnings.warn(
         f"envs.fast_engine supports textworld {', '.join(SUPPORTED_TEXTWORLD)} but textworld "
         f"{version} is installed: using the stock (slower) engine. Test the fast engine on this "
         "version (tests/envs/test_fast_engine.py) before adding it to SUPPORTED_TEXTWORLD.",
         RuntimeWarning,
-        stacklevel=2,
+        stacklevel=3,
     )
-    return _assemble(PddlEnv, expert)
+    return PddlEnv
 
 
 def _assemble(pddl_env_class, expert: bool):

@@ -205,3 +205,28 @@ name: embedded
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["update/steps"] > 0 and "loss/kl" in metrics[0]
     assert (run / "final" / "holderpo_checkpoint.json").exists()
+
+
+def test_interrupted_game_generation_is_redone_not_reused(tmp_path, monkeypatch):
+    from envs.generator import writer
+    from holderpo.config import TrainConfig
+    from holderpo.trainer import ensure_games
+
+    target = tmp_path / "games" / "train"
+    config = TrainConfig(train_games=str(target), generate_train=2)
+    real_write, written = writer.write_game, []
+
+    def write_then_interrupt(folder, files):
+        if written:
+            raise KeyboardInterrupt  # Ctrl-C after the first game is on disk
+        written.append(folder)
+        real_write(folder, files)
+
+    monkeypatch.setattr(writer, "write_game", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_games(config, echo=lambda line: None)
+    assert written and not any(target.rglob("game.tw-pddl")), "half a game set must not look like a finished one"
+    monkeypatch.setattr(writer, "write_game", real_write)
+    ensure_games(config, echo=lambda line: None)
+    assert len(list(target.rglob("game.tw-pddl"))) == 2
+    assert [p.name for p in target.parent.iterdir()] == ["train"]
