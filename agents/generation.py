@@ -1,7 +1,8 @@
 """Batched generation that records exactly what the loss needs.
 
 One `model.generate` call serves every live episode (left padding; transformers derives
-position ids from the attention mask and keeps a KV cache). Two logits processors do the work:
+position ids from the attention mask and keeps a KV cache; prompt beginnings shared across
+turns can come from a `PrefixCache`). Two logits processors do the work:
 
 - `ConstraintProcessor` masks each row's logits to the tokens its `ActionConstraint` allows;
 - `SeededSampler` samples each row with its own generator, seeded per (episode, turn), so an
@@ -21,6 +22,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from agents.constrained import ActionConstraint, State
+from agents.prefix_cache import PrefixCache
 
 
 @dataclass
@@ -116,6 +118,20 @@ def _response_end(ids: list[int], eos_id: int, text_of, stop_strings: Sequence[s
     return len(ids), "length"
 
 
+def _layout(prompts: Sequence[Sequence[int]], prefix_lengths: Sequence[int], pad_id: int
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input ids and attention mask: [padding, prefix, padding, tail] per row, so that all
+    prefixes end at one column (where the prefix cache ends) and all tails at the last."""
+    width = max(prefix_lengths)
+    tail = max(len(p) - k for p, k in zip(prompts, prefix_lengths))
+    ids, mask = [], []
+    for prompt, k in zip(prompts, prefix_lengths):
+        gap, rest = width - k, tail - (len(prompt) - k)
+        ids.append([pad_id] * gap + list(prompt[:k]) + [pad_id] * rest + list(prompt[k:]))
+        mask.append([0] * gap + [1] * k + [0] * rest + [1] * (len(prompt) - k))
+    return torch.tensor(ids), torch.tensor(mask)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -128,14 +144,24 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     stop_strings: Sequence[str] = (),
+    prefix_lengths: Sequence[int] | None = None,
+    prefix_cache: PrefixCache | None = None,
 ) -> list[Generation]:
-    """Generate one response per prompt (token ids) in a single batched call."""
+    """Generate one response per prompt (token ids) in a single batched call.
+
+    With `prefix_cache`, the first `prefix_lengths[b]` tokens of prompt b come from the cache
+    instead of a model pass (each must be shorter than its prompt). Position ids follow the
+    attention mask, so the gaps of the layout change nothing but the work done.
+    """
     constraints = list(constraints) if constraints is not None else [None] * len(prompts)
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
-    length = max(len(p) for p in prompts)
-    input_ids = torch.tensor([[pad_id] * (length - len(p)) + list(p) for p in prompts])
-    attention_mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts])
+    prefix_lengths = list(prefix_lengths) if prefix_cache is not None and prefix_lengths else [0] * len(prompts)
+    if any(not 0 <= k < len(p) for p, k in zip(prompts, prefix_lengths)):
+        raise ValueError("each prefix length must be at least 0 and shorter than its prompt")
+    input_ids, attention_mask = _layout(prompts, prefix_lengths, pad_id)
+    length = input_ids.shape[1]
+    past = prefix_cache.batch([tuple(p[:k]) for p, k in zip(prompts, prefix_lengths)]) if any(prefix_lengths) else None
     device = next(model.parameters()).device
     constraint_processor = ConstraintProcessor(constraints, length)
     sampler = SeededSampler(seeds, temperature, top_p)
@@ -144,7 +170,7 @@ def generate(
         stop_strings=list(stop_strings) or None,
     )
     output = model.generate(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), cache=past,
         generation_config=config, logits_processor=LogitsProcessorList([constraint_processor, sampler]),
         tokenizer=tokenizer if stop_strings else None,
     )

@@ -15,6 +15,7 @@ import numpy as np
 
 from agents.constrained import ACTION, THINK, ActionConstraint
 from agents.generation import Generation, generate
+from agents.prefix_cache import PrefixCache, common_prefix_length
 from agents.parsing import REACT, parse_output
 from agents.policy import Decision, Turn
 from agents.prompts import PromptConfig, full_messages, step_messages
@@ -30,6 +31,7 @@ class DecodingConfig:
     temperature: float = 1.0  # 1.0 for training, so recorded log-probs are the model's
     top_p: float = 1.0
     include_thought_in_loss: bool = False  # react: also train on the thought tokens
+    cache_prefixes: bool = True  # step context: run the model over a game's shared prompt start once
 
     def __post_init__(self):
         if self.decoding not in DECODINGS:
@@ -63,6 +65,8 @@ class LLMPolicy:
         self._think_close = self._encode("</think>") if react else None
         self._action_open = self._encode("\n<action>") if react else []
         self._conversations: dict[str, list[int]] = {}  # full mode: each episode's tokens so far
+        self.prefix_cache = PrefixCache(model) if decoding.cache_prefixes and self.prompt.context == "step" else None
+        self._stems: dict[tuple[str, str], list[int]] = {}  # (task, intro) -> tokens all its prompts begin with
 
     # -- prompts -----------------------------------------------------------------------------
     def _render(self, messages: list[dict[str, str]]) -> list[int]:
@@ -83,7 +87,7 @@ class LLMPolicy:
         """The prompt of a turn. Full mode extends the episode's own token sequence, so the
         episode's final sample holds exactly the tokens that were generated."""
         admissible = list(turn.info["admissible_commands"])
-        intro = turn.history[0][0] if turn.history else turn.observation
+        intro = _intro(turn)
         if self.prompt.context == "step":
             return self._render(step_messages(self.prompt, turn.info["task"], intro, turn.history,
                                               turn.observation, admissible))
@@ -92,6 +96,25 @@ class LLMPolicy:
             return ids
         ids = self._conversations[turn.episode_id]
         return ids + self._continuation(turn.observation, admissible, ids[-1:] == [self._eos])
+
+    def _stem(self, task: str, intro: str) -> list[int]:
+        """The tokens every step-wise prompt of an episode begins with: its first turn's prompt,
+        cut where a later turn's prompt departs from it (after the room)."""
+        key = (task, intro)
+        if key not in self._stems:
+            if len(self._stems) >= 4096:
+                self._stems.clear()
+            first = self._render(step_messages(self.prompt, task, intro, (), intro, []))
+            later = self._render(step_messages(self.prompt, task, intro, ((intro, "look"),), "", []))
+            self._stems[key] = first[: common_prefix_length(first, later)]
+        return self._stems[key]
+
+    def _prefix_lengths(self, turns: Sequence[Turn], prompts: list[list[int]]) -> list[int] | None:
+        """How much of each prompt the prefix cache can serve (at least one token stays to run)."""
+        if self.prefix_cache is None:
+            return None
+        return [min(common_prefix_length(prompt, self._stem(turn.info["task"], _intro(turn))), len(prompt) - 1)
+                for turn, prompt in zip(turns, prompts)]
 
     # -- constraint and loss mask -------------------------------------------------------------
     def constraint(self, admissible: Sequence[str]) -> ActionConstraint:
@@ -141,7 +164,8 @@ class LLMPolicy:
         generations = generate(
             self.model, self.tokenizer, prompts, [turn_seed(t.seed, t.turn) for t in turns], constraints,
             max_new_tokens=budget, temperature=self.decoding.temperature,
-            top_p=self.decoding.top_p,
+            top_p=self.decoding.top_p, prefix_lengths=self._prefix_lengths(turns, prompts),
+            prefix_cache=self.prefix_cache,
             stop_strings=() if self.constrained or self.prompt.output_format != REACT else ("</action>",),
         )
         decisions = []
@@ -160,3 +184,8 @@ class LLMPolicy:
                 },
             ))
         return decisions
+
+
+def _intro(turn: Turn) -> str:
+    """The episode's first observation (it holds the room description)."""
+    return turn.history[0][0] if turn.history else turn.observation

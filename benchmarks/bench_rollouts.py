@@ -3,7 +3,8 @@
 Plays the same 8 episodes (same games, seeds and step limit) twice: once with all 8 in one
 batch (one generate call per turn over every live episode), once with a batch of one. Reports
 generated tokens/s, env steps/s and the ratio, for free decoding (64 new tokens a turn) and
-constrained decoding, plus the peak resident memory.
+constrained decoding, plus the peak resident memory. Last, the batched constrained rollout
+again without the prefix cache (agents/prefix_cache.py), for the cache's speed-up.
 
     python benchmarks/bench_rollouts.py --games games/valid --max-steps 6
 """
@@ -56,6 +57,9 @@ def main() -> None:
         report[decoding] = {"batched": batched, "one_at_a_time": alone,
                             "speedup_tokens_per_s": batched["tokens_per_s"] / alone["tokens_per_s"],
                             "speedup_steps_per_s": batched["steps_per_s"] / alone["steps_per_s"]}
+    uncached = LLMPolicy(model, tokenizer, PromptConfig(), DecodingConfig("constrained", 64, cache_prefixes=False))
+    report["constrained"]["batched_without_prefix_cache"] = without = measure(uncached, specs, len(specs), args.max_steps)
+    report["constrained"]["prefix_cache_speedup"] = report["constrained"]["batched"]["steps_per_s"] / without["steps_per_s"]
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(report, indent=2))
 
