@@ -109,8 +109,9 @@ class LLMPolicy:
             self._stems[key] = first[: common_prefix_length(first, later)]
         return self._stems[key]
 
-    def _prefix_lengths(self, turns: Sequence[Turn], prompts: list[list[int]]) -> list[int] | None:
-        """How much of each prompt the prefix cache can serve (at least one token stays to run)."""
+    def prefix_lengths(self, turns: Sequence[Turn], prompts: Sequence[Sequence[int]]) -> list[int] | None:
+        """How much of each prompt is its game's shared start (at least one token stays to run);
+        None where prefixes are not cached."""
         if self.prefix_cache is None:
             return None
         return [min(common_prefix_length(prompt, self._stem(turn.info["task"], _intro(turn))), len(prompt) - 1)
@@ -158,18 +159,18 @@ class LLMPolicy:
         prompts = [self.prompt_ids(turn) for turn in turns]
         constraints = [self.constraint(turn.info["admissible_commands"]) if self.constrained else None
                        for turn in turns]
+        prefix_lengths = self.prefix_lengths(turns, prompts)
         budget = self.decoding.max_new_tokens
         if self.constrained:  # never cut a constrained response short of its command
             budget = max(budget, *(c.max_length for c in constraints))
         generations = generate(
             self.model, self.tokenizer, prompts, [turn_seed(t.seed, t.turn) for t in turns], constraints,
             max_new_tokens=budget, temperature=self.decoding.temperature,
-            top_p=self.decoding.top_p, prefix_lengths=self._prefix_lengths(turns, prompts),
-            prefix_cache=self.prefix_cache,
+            top_p=self.decoding.top_p, prefix_lengths=prefix_lengths, prefix_cache=self.prefix_cache,
             stop_strings=() if self.constrained or self.prompt.output_format != REACT else ("</action>",),
         )
         decisions = []
-        for turn, prompt, constraint, generation in zip(turns, prompts, constraints, generations):
+        for index, (turn, prompt, constraint, generation) in enumerate(zip(turns, prompts, constraints, generations)):
             parsed = parse_output(generation.text, self.prompt.output_format, turn.info["admissible_commands"])
             if self.prompt.context == "full":
                 self._conversations[turn.episode_id] = prompt + generation.response_ids
@@ -181,6 +182,7 @@ class LLMPolicy:
                     "logprobs": generation.logprobs, "forced": generation.forced,
                     "loss_mask": self._loss_mask(generation, constraint), "finish": generation.finish,
                     "status": parsed.status, "admissible": sorted(turn.info["admissible_commands"]),
+                    "prefix_length": prefix_lengths[index] if prefix_lengths else 0,
                 },
             ))
         return decisions

@@ -28,6 +28,13 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return length
 
 
+def run_prefix(model, prefix: Sequence[int]) -> KeysValues:
+    """The model's keys and values over `prefix` (with gradients where grad mode is on)."""
+    device = next(model.parameters()).device
+    cache = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, logits_to_keep=1).cache
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
 class PrefixCache:
     """An LRU store of per-prefix keys and values for one model."""
 
@@ -54,9 +61,7 @@ class PrefixCache:
         if prefix in self._entries:
             self._entries.move_to_end(prefix)
             return self._entries[prefix]
-        device = next(self.model.parameters()).device
-        cache = self.model(input_ids=torch.tensor([prefix], device=device), use_cache=True).cache
-        entry = [(layer.keys, layer.values) for layer in cache.layers]
+        entry = run_prefix(self.model, prefix)
         self._entries[prefix] = entry
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
@@ -64,16 +69,22 @@ class PrefixCache:
 
     def batch(self, prefixes: Sequence[tuple[int, ...]]) -> DynamicCache:
         """One cache for a batch: row b holds prefixes[b], left-padded to the longest (empty: all padding)."""
-        width = max(len(p) for p in prefixes)
-        rows = [self.keys_values(p) if p else None for p in prefixes]
-        template = next(row for row in rows if row is not None)
-        cache = DynamicCache(config=self.model.config)
-        for layer, (keys, values) in enumerate(template):
-            empty = (keys[..., :0, :], values[..., :0, :])
-            per_row = [row[layer] if row is not None else empty for row in rows]
-            cache.update(_left_padded([k for k, _ in per_row], width), _left_padded([v for _, v in per_row], width),
-                         layer)
-        return cache
+        return stack_rows(self.model.config, [self.keys_values(p) if p else None for p in prefixes],
+                          max(len(p) for p in prefixes))
+
+
+def stack_rows(config, rows: Sequence[KeysValues | None], width: int) -> DynamicCache:
+    """A batch cache whose row b holds rows[b] (None: nothing) left-padded with zeros to `width`.
+
+    Differentiable: gradients reach the keys and values of every row (training runs a shared
+    prompt start once per micro-batch this way)."""
+    template = next(row for row in rows if row is not None)
+    cache = DynamicCache(config=config)
+    for layer, (keys, values) in enumerate(template):
+        empty = (keys[..., :0, :], values[..., :0, :])
+        per_row = [row[layer] if row is not None else empty for row in rows]
+        cache.update(_left_padded([k for k, _ in per_row], width), _left_padded([v for _, v in per_row], width), layer)
+    return cache
 
 
 def _left_padded(tensors: list[torch.Tensor], width: int) -> torch.Tensor:

@@ -13,6 +13,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from agents.prefix_cache import run_prefix, stack_rows
+
 
 class Scored(NamedTuple):
     """Per-token results, right-aligned (B, R): row b's tokens fill its last len(responses[b]) columns."""
@@ -46,24 +48,20 @@ def response_logprobs(
     temperature: float = 1.0,
     pad_id: int = 0,
     with_entropy: bool = False,
+    prefix_lengths: Sequence[int] | None = None,
 ) -> Scored:
     """Log-probs of each response token under the masks they were sampled with (see `Scored`).
 
     `allowed_sets[b][t]` is the allowed token tuple before token t (None: free). Gradients
-    flow to the model. Reductions run in float32.
+    flow to the model. Reductions run in float32. With `prefix_lengths`, the first
+    `prefix_lengths[b]` prompt tokens of row b form a shared start: each distinct start runs
+    through the model once (gradients included) and its rows attend to it, as in generation.
     """
-    sequences = [list(p) + list(r) for p, r in zip(prompts, responses)]
-    length = max(len(s) for s in sequences)
     span = max(len(r) for r in responses)
-    input_ids = torch.tensor([[pad_id] * (length - len(s)) + s for s in sequences])
-    attention = torch.tensor([[0] * (length - len(s)) + [1] * len(s) for s in sequences])
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    device = next(model.parameters()).device
-    logits = model(
-        input_ids=input_ids.to(device), attention_mask=attention.to(device),
-        position_ids=positions.to(device), logits_to_keep=span + 1,
-    ).logits[:, :-1].float() / temperature  # (B, R, V): the logits that predict each response token
-    targets = input_ids[:, -span:].to(device)  # (B, R)
+    logits = _response_logits(model, prompts, responses, span, pad_id, prefix_lengths)
+    logits = logits.float() / temperature  # (B, R, V): the logits that predict each response token
+    device = logits.device
+    targets = torch.tensor([[pad_id] * (span - len(r)) + list(r) for r in responses], device=device)
     token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     normaliser = torch.logsumexp(logits, dim=-1)
     entropy = _entropy(logits, normaliser) if with_entropy else None
@@ -78,6 +76,28 @@ def response_logprobs(
     mask = torch.tensor([[0] * (span - len(r)) + [1] * len(r) for r in responses], dtype=torch.bool).to(device)
     logprobs = (token_logits - normaliser).masked_fill(~mask, 0.0)
     return Scored(logprobs, mask, entropy.masked_fill(~mask, 0.0) if with_entropy else None)
+
+
+def _response_logits(model, prompts, responses, span: int, pad_id: int, prefix_lengths) -> torch.Tensor:
+    """(B, span, V) logits before each response position, rows right-aligned."""
+    device = next(model.parameters()).device
+    prefix_lengths = list(prefix_lengths) if prefix_lengths else [0] * len(prompts)
+    starts = [tuple(p[:k]) for p, k in zip(prompts, prefix_lengths)]
+    tails = [list(p[k:]) + list(r) for p, k, r in zip(prompts, prefix_lengths, responses)]
+    length = max(len(t) for t in tails)
+    input_ids = torch.tensor([[pad_id] * (length - len(t)) + t for t in tails])
+    tail_mask = torch.tensor([[0] * (length - len(t)) + [1] * len(t) for t in tails])
+    width = max(prefix_lengths)
+    cache = None
+    if width:
+        computed = {start: run_prefix(model, start) for start in dict.fromkeys(starts) if start}
+        cache = stack_rows(model.config, [computed.get(start) for start in starts], width)
+    start_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in starts], dtype=torch.long)
+    attention = torch.cat([start_mask.reshape(len(starts), width), tail_mask], dim=1)
+    positions = ((attention.cumsum(-1) - 1).clamp(min=0))[:, width:]
+    output = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                   position_ids=positions.to(device), cache=cache, logits_to_keep=span + 1)
+    return output.logits[:, :-1]
 
 
 def _entropy(logits: torch.Tensor, normaliser: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ import importlib
 import sys
 
 # Subcommand name -> module under holderpo.commands; the order is the order of `--help`.
-COMMANDS = ("doctor", "games", "eval", "train", "sft", "replay")
+COMMANDS = ("doctor", "games", "eval", "train", "compare", "sft", "replay")
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,7 @@ class Sample:
     advantage: float
     weight: float
     episode: int  # index of its episode in the iteration
+    prefix_length: int = 0  # leading prompt tokens shared with other samples of its game (scored once)
 
 
 def episode_return(record: EpisodeRecord, win_reward: float, invalid_penalty: float) -> float:
@@ -55,10 +56,11 @@ def advantages(records: Sequence[EpisodeRecord], estimator: str, win_reward: flo
     return per_step, returns, zero_signal_mask(returns, groups)
 
 
-def _turn_tokens(turn, replay) -> tuple[list[int], list[int], list[float], list[bool], list]:
+def _turn_tokens(turn, replay) -> tuple[list[int], list[int], list[float], list[bool], list, int]:
     extras = turn.extras
     allowed = replay(extras["admissible"], extras["response_ids"])
-    return extras["prompt_ids"], extras["response_ids"], extras["logprobs"], extras["loss_mask"], allowed
+    return (extras["prompt_ids"], extras["response_ids"], extras["logprobs"], extras["loss_mask"], allowed,
+            extras.get("prefix_length", 0))
 
 
 def build_samples(records: Sequence[EpisodeRecord], per_step: Sequence[torch.Tensor], keep: Sequence[bool],
@@ -75,8 +77,8 @@ def build_samples(records: Sequence[EpisodeRecord], per_step: Sequence[torch.Ten
             continue
         if context == "step":
             episode_samples = [
-                Sample(prompt, response, logprobs, mask, allowed, float(steps[t]), 1.0, index)
-                for t, (prompt, response, logprobs, mask, allowed)
+                Sample(prompt, response, logprobs, mask, allowed, float(steps[t]), 1.0, index, prefix)
+                for t, (prompt, response, logprobs, mask, allowed, prefix)
                 in enumerate(_turn_tokens(turn, replay) for turn in record.turns)
             ]
         else:
@@ -96,7 +98,7 @@ def _full_sample(record: EpisodeRecord, steps: torch.Tensor, replay, index: int)
     length = len(sequence) - len(first_prompt)
     logprobs, mask, allowed = [0.0] * length, [False] * length, [None] * length
     for turn in record.turns:
-        prompt, response, turn_logprobs, turn_mask, turn_allowed = _turn_tokens(turn, replay)
+        prompt, response, turn_logprobs, turn_mask, turn_allowed, _ = _turn_tokens(turn, replay)
         start = len(prompt) - len(first_prompt)
         assert sequence[len(prompt): len(prompt) + len(response)] == response, "full context is a prefix chain"
         logprobs[start: start + len(response)] = turn_logprobs

@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from agents.baselines import WalkthroughPolicy
 from agents.llm_policy import LLMPolicy
@@ -34,7 +35,7 @@ def demonstration_samples(policy: LLMPolicy, games: Sequence[str], *, num_envs: 
     walker = WalkthroughPolicy()
     specs = make_specs(games, seed)
     with BatchedAlfWorld(min(num_envs, len(specs)), num_workers, max_steps=1000, **env_kwargs) as batch:
-        records = play_episodes(batch, walker, specs)
+        records = play_episodes(batch, walker, specs, progress="demonstrations")
     won = {record.episode_id for record in records if record.won}
     samples = []
     for turn in walker.turns:
@@ -48,9 +49,25 @@ def demonstration_samples(policy: LLMPolicy, games: Sequence[str], *, num_envs: 
             mask = [not (a is not None and len(a) == 1) for a in allowed]
         else:
             allowed, mask = [None] * len(response), [True] * len(response)
-        samples.append(Sample(policy.prompt_ids(turn), response, [0.0] * len(response), mask, allowed,
-                              advantage=0.0, weight=1.0, episode=len(samples)))
+        prompt = policy.prompt_ids(turn)
+        prefix = (policy.prefix_lengths([turn], [prompt]) or [0])[0]
+        samples.append(Sample(prompt, response, [0.0] * len(response), mask, allowed,
+                              advantage=0.0, weight=1.0, episode=len(samples), prefix_length=prefix))
     return samples
+
+
+def grouped_order(samples: Sequence[Sample], rng: np.random.Generator) -> list[int]:
+    """A shuffled order that keeps the samples of one game together: games in random order, each
+    game's turns shuffled. A batch then spans one or two games, so their shared prompt start
+    runs through the model once per batch instead of once per sample (about half the work)."""
+    by_start: dict[tuple[int, ...], list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_start.setdefault(tuple(sample.prompt_ids[: sample.prefix_length]), []).append(index)
+    groups = list(by_start.values())
+    order = []
+    for group in rng.permutation(len(groups)):
+        order += [groups[group][i] for i in rng.permutation(len(groups[group]))]
+    return order
 
 
 def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int, lr: float, batch_size: int,
@@ -61,13 +78,16 @@ def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int
     optimizer = torch.optim.AdamW(parameters, lr=lr)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
     losses = []
+    bar = tqdm(total=epochs * -(-len(samples) // batch_size), desc="behaviour cloning", unit="step", leave=False)
     for epoch in range(epochs):
         total, count = 0.0, 0
-        order = rng.permutation(len(samples))
+        order = grouped_order(samples, rng)
         for start in range(0, len(samples), batch_size):
+            bar.update(1)
             chunk = [samples[i] for i in order[start: start + batch_size]]
             scored = response_logprobs(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
-                                       [s.allowed for s in chunk], pad_id=pad_id)
+                                       [s.allowed for s in chunk], pad_id=pad_id,
+                                       prefix_lengths=[s.prefix_length for s in chunk])
             width = scored.logprobs.shape[1]
             mask = right_aligned([s.loss_mask for s in chunk], width, False, torch.bool).to(scored.logprobs.device)
             loss = -(scored.logprobs * mask).sum() / mask.sum().clamp(min=1)
@@ -76,5 +96,7 @@ def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int
             optimizer.step()
             total, count = total + loss.item() * len(chunk), count + len(chunk)
         losses.append(total / count)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
         echo(f"behaviour cloning epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
+    bar.close()
     return losses

@@ -22,6 +22,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from agents.baselines import RandomAdmissiblePolicy
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_model
 from agents.prompts import PromptConfig
@@ -29,6 +30,7 @@ from agents.scoring import response_logprobs
 from envs.batched import BatchedAlfWorld
 from envs.games import read_task_type, resolve_games
 from eval.evaluate import game_id, make_specs, summarize
+from eval.stats import paired_difference
 from holderpo.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from holderpo.config import TrainConfig
 from holderpo.kl import kl_penalty, masked_mean
@@ -154,10 +156,13 @@ class Trainer:
         specs = iteration_specs(games, iteration, self.cfg.group_size, self.cfg.seed)
         return play_episodes(batch, self.policy, specs, on_episode_end=writer.write, progress="collect")
 
-    def evaluate(self, batch: BatchedAlfWorld, writer: TranscriptWriter) -> dict:
+    def evaluate(self, batch: BatchedAlfWorld, writer: TranscriptWriter | None, policy=None) -> dict:
+        """The evaluator's summary on the held-out games, plus `won` per episode id: every
+        evaluation plays the same episodes (games and seeds), so any two of them pair up."""
         specs = make_specs(self.heldout_games, self.cfg.seed, max_episodes=self.cfg.heldout_episodes or None)
-        return summarize(play_episodes(batch, self.eval_policy, specs, on_episode_end=writer.write,
-                                      progress="evaluate"))
+        records = play_episodes(batch, policy or self.eval_policy, specs, progress="evaluate",
+                                on_episode_end=writer.write if writer is not None else None)
+        return summarize(records) | {"won": {r.episode_id: int(r.won) for r in records}}
 
     def warm_start(self) -> None:
         """Behaviour cloning on the training games' walkthroughs, then a checkpoint (iteration 0)."""
@@ -182,7 +187,7 @@ class Trainer:
     def _score(self, samples: Sequence[Sample], with_entropy: bool = False):
         return response_logprobs(self.model, [s.prompt_ids for s in samples], [s.response_ids for s in samples],
                                  [s.allowed for s in samples], pad_id=self.tokenizer.eos_token_id,
-                                 with_entropy=with_entropy)
+                                 with_entropy=with_entropy, prefix_lengths=[s.prefix_length for s in samples])
 
     def reference_logprobs(self, samples: Sequence[Sample]) -> list[torch.Tensor]:
         """Log-probs of the frozen reference under the same masks (one tensor per sample)."""
@@ -287,8 +292,11 @@ class Trainer:
                     TranscriptWriter(transcripts / "train.jsonl", policy=cfg.preset, model=cfg.model) as train_log, \
                     TranscriptWriter(transcripts / "eval.jsonl", policy=cfg.preset, model=cfg.model) as eval_log:
                 if self.heldout_games and "heldout_untrained" not in self.state:
+                    self.state["heldout_random"] = self.evaluate(batch, None, RandomAdmissiblePolicy())
                     self.state["heldout_untrained"] = self.evaluate(batch, eval_log)
-                    self.echo(f"held-out success, untrained: {self.state['heldout_untrained']['success_rate']:.3f}")
+                    self.echo(f"held-out success, random admissible policy: "
+                              f"{self.state['heldout_random']['success_rate']:.3f}; untrained model: "
+                              f"{self.state['heldout_untrained']['success_rate']:.3f}")
                 if cfg.sft_epochs and not self.state.get("sft_done"):
                     self.warm_start()
                 if self.heldout_games and self.state["heldout_before"] is None:
@@ -341,12 +349,15 @@ class Trainer:
         before = self.state["heldout_before"]
         metrics_path = self.run_dir / "metrics.jsonl"
         final = json.loads(metrics_path.read_text().splitlines()[-1]) if metrics_path.read_text().strip() else {}
+        untrained, random_policy = self.state.get("heldout_untrained"), self.state.get("heldout_random")
         report = {
             "run": self.cfg.name,
-            "heldout_success_untrained": (self.state["heldout_untrained"]["success_rate"]
-                                          if self.state.get("heldout_untrained") else None),
+            "heldout_success_random": random_policy["success_rate"] if random_policy else None,
+            "heldout_success_untrained": untrained["success_rate"] if untrained else None,
             "heldout_success_before": before["success_rate"] if before else None,
             "heldout_success_after": after["success_rate"] if after else None,
+            # the RL phase's effect: after - before on the same episodes, with its 95% interval
+            "rl_gain": paired_difference(before["won"], after["won"])._asdict() if before and after else None,
             "heldout_before": before, "heldout_after": after,
             "wall_seconds": self.state["wall_seconds"],
             "sft": {k: self.state[k] for k in ("sft_losses", "sft_samples", "sft_seconds") if k in self.state},

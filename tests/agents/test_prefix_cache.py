@@ -67,3 +67,23 @@ def test_policy_shares_the_game_start_across_turns(tiny_model, tokenizer):
     assert all(common_prefix_length(d.extras["prompt_ids"], stem) == len(stem) for d in decided)
     for a, b in zip(decided, without.act(turns)):
         assert a.extras["response_ids"] == b.extras["response_ids"] and a.action == b.action
+
+
+def test_scoring_with_shared_starts_matches_plain_scoring_and_its_gradients(tiny_model, tokenizer):
+    prompts, prefix_lengths = _mixed_prompts(tokenizer)
+    responses = [tokenizer.encode(r, add_special_tokens=False) + [tokenizer.eos_token_id]
+                 for r in ("go to fridge 1", "look", "take apple 1 from countertop 1", "inventory")]
+
+    def scored(lengths):
+        tiny_model.zero_grad()
+        result = response_logprobs(tiny_model, prompts, responses, pad_id=tokenizer.eos_token_id,
+                                   prefix_lengths=lengths)
+        result.logprobs.sum().backward()
+        return result.logprobs.detach(), {n: p.grad.clone() for n, p in tiny_model.named_parameters()}
+
+    plain, plain_grads = scored(None)
+    shared, shared_grads = scored(prefix_lengths)
+    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+    for name, grad in plain_grads.items():  # the shared start passes gradients on like unshared prompts
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    tiny_model.zero_grad()

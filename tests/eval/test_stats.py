@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from eval.stats import paired_difference, pass_at_k, wilson_interval
+from eval.stats import mean_interval, paired_difference, pass_at_k, student_t_quantile, wilson_interval
 
 
 @pytest.mark.parametrize("successes, n, expected", [
@@ -71,3 +71,23 @@ def test_paired_difference_says_when_it_has_no_interval():
     assert constant.low == constant.high == 1.0 and "zero width" in constant.note
     with pytest.raises(ValueError, match="no\\s+key is in both"):
         paired_difference({"g": 1.0}, {"h": 1.0})
+
+
+@pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281),
+                                          (30, 2.0423)])
+def test_student_t_quantile_matches_tables(df, expected):
+    assert student_t_quantile(0.95, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_student_t_quantile_tends_to_the_normal_and_checks_input():
+    assert student_t_quantile(0.95, 2000) == pytest.approx(1.95996, abs=2e-3)
+    assert student_t_quantile(0.99, 5) == pytest.approx(4.0321, abs=1e-4)
+    with pytest.raises(ValueError, match="df >= 1"):
+        student_t_quantile(0.95, 0)
+
+
+def test_mean_interval_over_seeds():
+    mean, low, high = mean_interval([0.40, 0.50, 0.60])
+    assert mean == pytest.approx(0.5)
+    assert (low, high) == pytest.approx((0.5 - 4.3027 * 0.1 / math.sqrt(3), 0.5 + 4.3027 * 0.1 / math.sqrt(3)), abs=1e-4)
+    assert mean_interval([0.3]) == (0.3, None, None)

@@ -5,9 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from holderpo.modeling import prepare_for_training, trainable_parameters
-from holderpo.sft import clone_behaviour, demonstration_samples
+from holderpo.sft import clone_behaviour, demonstration_samples, grouped_order
 from tests.conftest import FIXTURE_GAMES
 
 REPO = Path(__file__).parent.parent.parent
@@ -25,6 +27,12 @@ def test_demonstrations_follow_the_walkthrough_with_rl_masks(tiny_model, tokeniz
         assert sample.response_ids[-1] == tokenizer.eos_token_id
         assert all(not (m and a is not None and len(a) == 1) for m, a in zip(sample.loss_mask, sample.allowed))
         assert tokenizer.decode(sample.prompt_ids).count("<|im_start|>") == 3  # system, user, assistant
+    starts = {tuple(s.prompt_ids[: s.prefix_length]) for s in samples}
+    assert len(starts) == 2 and all(s.prefix_length > 20 for s in samples)  # one shared start per game
+    order = grouped_order(samples, np.random.default_rng(0))
+    assert sorted(order) == list(range(len(samples)))
+    game_of = [tuple(samples[i].prompt_ids[: samples[i].prefix_length]) for i in order]
+    assert sum(a != b for a, b in zip(game_of, game_of[1:])) == 1  # each game's turns stay together
 
 
 def test_cloning_lowers_the_demonstration_loss(tokenizer, fixture_game_files, tiny_model_dir):

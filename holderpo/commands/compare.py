@@ -1,0 +1,101 @@
+"""`holderpo compare`: several loss presets, several seeds, one budget, one table.
+
+    holderpo compare --losses holderpo,grpo,gspo,gmpo --seeds 3
+    holderpo compare --losses holderpo,grpo --seeds 2 --config configs/debug_cpu.yaml --out runs/cmp
+
+Every (loss, seed) pair is one training run under the same config (the default CPU run unless
+--config is given), in OUT/<loss>-s<seed>/. A finished run is reused and an interrupted one is
+resumed, so an interrupted comparison goes on where it stopped. At the end OUT/comparison.md
+holds the table, OUT/comparison.json the numbers and OUT/curves.png the learning curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from holderpo.commands.train import DEFAULT_CONFIG, _overrides, print_report, start_run
+
+SET_PER_RUN = ("preset", "seed", "name", "runs_dir")  # compare chooses these for each run
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from holderpo.config import add_config_flags
+
+    parser = subparsers.add_parser(
+        "compare", help="train several loss presets over several seeds and tabulate held-out success",
+        description="Train each preset in --losses with seeds 0..N-1 under one config, then write a "
+                    "table (mean held-out success, its 95%% t interval over seeds, training time) "
+                    "and learning curves. Any other flag of `holderpo train` applies to every run.",
+    )
+    parser.add_argument("--losses", default="holderpo,grpo,gspo,gmpo",
+                        help="comma-separated presets (default: holderpo,grpo,gspo,gmpo)")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per preset (default: 3)")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder of the runs and the table")
+    parser.add_argument("--config", type=Path, default=None, help="YAML file of options (default: the CPU default)")
+    add_config_flags(parser)
+    return parser
+
+
+def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
+    from holderpo.losses import PRESETS
+
+    losses = [name.strip() for name in args.losses.split(",") if name.strip()]
+    unknown = [name for name in losses if name not in PRESETS]
+    if not losses or unknown:
+        raise ValueError(f"--losses: expected presets among {sorted(PRESETS)}, got {args.losses!r}")
+    if args.seeds < 1:
+        raise ValueError(f"--seeds: expected at least 1, got {args.seeds}")
+    fixed = [f"--{name.replace('_', '-')}" for name in SET_PER_RUN if getattr(args, name) is not None]
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)}: compare sets these for every run; use --losses, --seeds and --out")
+    return [(loss, seed) for loss in losses for seed in range(args.seeds)]
+
+
+def _train_or_reuse(args: argparse.Namespace, loss: str, seed: int) -> Path:
+    from holderpo.config import load_config
+
+    run_dir = args.out / f"{loss}-s{seed}"
+    if (run_dir / "report.json").exists():
+        print(f"run: {run_dir.name} already finished: reused")
+        return run_dir
+    resume = (run_dir / "checkpoints").is_dir()
+    source = run_dir / "config.yaml" if resume else (args.config or DEFAULT_CONFIG)
+    overrides = _overrides(args) | {"preset": loss, "seed": seed, "name": run_dir.name, "runs_dir": str(args.out)}
+    trainer = start_run(load_config(source, overrides), run_dir if resume else None)
+    report = trainer.train()
+    if not report:
+        raise KeyboardInterrupt  # stopped with Ctrl-C: the run saved; rerun compare to go on
+    print_report(report)
+    return run_dir
+
+
+def run(args: argparse.Namespace) -> int:
+    from holderpo.comparison import markdown_table, method_rows, plot_curves
+    from holderpo.run_logging import read_metrics
+
+    try:
+        plan = _plan(args)
+        folders = {pair: _train_or_reuse(args, *pair) for pair in plan}
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}")
+        return 2
+    except KeyboardInterrupt:
+        print(f"stopped; rerun the same command to continue the comparison in {args.out}")
+        return 130
+    reports, metrics = {}, {}
+    for (loss, _), folder in folders.items():
+        reports.setdefault(loss, []).append(json.loads((folder / "report.json").read_text()))
+        metrics.setdefault(loss, []).append(read_metrics(folder / "metrics.jsonl"))
+    rows = method_rows(reports, metrics)
+    befores = [r["heldout_success_before"] for runs in reports.values() for r in runs]
+    table = markdown_table(rows, sum(befores) / len(befores) if None not in befores else None)
+    (args.out / "comparison.md").write_text(table + "\n")
+    (args.out / "comparison.json").write_text(json.dumps({"rows": [row.as_dict() for row in rows],
+                                                          "runs": {f"{l}-s{s}": str(f) for (l, s), f in folders.items()}},
+                                                         indent=2))
+    plot_curves(metrics, args.out / "curves.png")
+    print(table)
+    print(f"written: {args.out / 'comparison.md'}, {args.out / 'comparison.json'}, {args.out / 'curves.png'}")
+    return 0

@@ -1,0 +1,73 @@
+"""`holderpo compare`: the table's arithmetic, bad input, and a whole small comparison."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from holderpo.comparison import markdown_table, mean_curve, method_rows, training_seconds
+from tests.conftest import FIXTURE_GAMES
+
+REPO = Path(__file__).parent.parent.parent
+
+
+def _report(before, after):
+    return {"heldout_success_before": before, "heldout_success_after": after}
+
+
+def test_rows_average_seeds_with_a_t_interval():
+    reports = {"holderpo": [_report(0.2, 0.4), _report(0.2, 0.5), _report(0.3, 0.6)], "grpo": [_report(0.2, 0.3)]}
+    metrics = {"holderpo": [[{"time/rollout": 60.0, "time/update": 60.0, "time/eval": 999.0}]] * 3,
+               "grpo": [[{"time/rollout": 30.0, "time/update": 0.0}]]}
+    holder, grpo = method_rows(reports, metrics)
+    assert holder.success_after == pytest.approx(0.5) and holder.seeds == 3
+    assert holder.low == pytest.approx(0.5 - 4.3027 * 0.1 / 3 ** 0.5, abs=1e-4)  # t with 2 degrees of freedom
+    assert holder.gain == pytest.approx((0.2 + 0.3 + 0.3) / 3)
+    assert holder.train_minutes == pytest.approx(2.0)  # evaluation time is not training time
+    assert grpo.low is None and "n/a (1 seed)" in markdown_table([holder, grpo])
+    assert "| holderpo | 3 | 50.0% | 25.2 to 74.8 | +26.7 | 2.0 |" in markdown_table([holder, grpo])
+
+
+def test_mean_curve_handles_runs_of_different_length():
+    runs = [[{"x": 1.0}, {"x": 3.0}], [{"x": 3.0}]]
+    assert mean_curve(runs, "x") == [2.0, 3.0]
+    assert training_seconds([{"time/rollout": 1.5}, {"time/update": 2.0}]) == 3.5
+
+
+def _compare(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "holderpo.cli", "compare", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--losses", "holderpo,dpo"], "--losses: expected presets among"),
+    (["--seeds", "0"], "--seeds: expected at least 1"),
+    (["--seed", "3"], "--seed: compare sets these for every run"),
+])
+def test_bad_options_stop_before_any_run(tmp_path, flags, message):
+    result = _compare(*flags, "--out", str(tmp_path / "cmp"))
+    assert result.returncode == 2 and message in result.stdout, result.stdout + result.stderr
+    assert not (tmp_path / "cmp").exists()
+
+
+def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_dir, tmp_path):
+    out = tmp_path / "cmp"
+    options = ["--losses", "holderpo,grpo", "--seeds", "2", "--out", str(out), "--model", tiny_model_dir,
+               "--train-games", str(FIXTURE_GAMES / "train"), "--heldout-games", str(FIXTURE_GAMES / "valid_seen"),
+               "--group-size", "2", "--games-per-iteration", "2", "--max-steps", "3", "--num-envs", "4",
+               "--num-workers", "1", "--iterations", "2", "--minibatch-size", "4", "--micro-batch-size", "2",
+               "--skip-zero-signal", "false", "--finetune", "top", "--top-layers", "1", "--lr", "3e-3"]
+    result = _compare(*options)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for name in ("holderpo-s0", "holderpo-s1", "grpo-s0", "grpo-s1"):
+        config = (out / name / "config.yaml").read_text()
+        assert f"preset: {name.split('-')[0]}" in config and f"seed: {name[-1]}" in config
+        assert (out / name / "report.json").exists()
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [(r["method"], r["seeds"]) for r in rows] == [("holderpo", 2), ("grpo", 2)]
+    assert all(0.0 <= r["success_after"] <= 1.0 and r["low"] <= r["success_after"] <= r["high"] for r in rows)
+    assert "| holderpo | 2 |" in (out / "comparison.md").read_text() and (out / "curves.png").stat().st_size > 0
+    again = _compare(*options)
+    assert again.returncode == 0 and again.stdout.count("already finished: reused") == 4
