@@ -95,7 +95,8 @@ def rollout_metrics(records: Sequence[EpisodeRecord], returns: torch.Tensor, zer
 
 # -- the trainer ----------------------------------------------------------------------------------
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, echo: Callable[[str], None] = print):
+    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, echo: Callable[[str], None] = print,
+                 warm_start_from: Path | None = None):
         self.cfg, self.run_dir, self.echo = config, Path(run_dir), echo
         self.train_games = resolve_games(config.train_games)
         self.heldout_games = resolve_games(config.heldout_games) if config.heldout_games else []
@@ -119,6 +120,8 @@ class Trainer:
         self.state: dict[str, Any] = {"iteration": 0, "heldout_before": None, "bad_steps": 0, "wall_seconds": 0.0}
         if resume:
             self._restore()
+        elif warm_start_from is not None:
+            self._adopt_warm_start(Path(warm_start_from))
         self._stop_requested = False
 
     # -- setup, checkpoints ---------------------------------------------------------------------
@@ -136,6 +139,26 @@ class Trainer:
             self.reference.weights = saved["reference"]
         self.state = saved["state"]
         self.echo(f"resumed from {checkpoint} at iteration {self.state['iteration']}")
+
+    # what a warm start leaves in the state: its record, and the evaluations made before RL
+    WARM_START_STATE = ("sft_done", "sft_losses", "sft_samples", "sft_seconds", "heldout_random",
+                        "heldout_untrained", "heldout_before")
+
+    def _adopt_warm_start(self, checkpoint: Path) -> None:
+        """Start RL from another run's warm-start checkpoint (iteration 0) of the same seed and
+        games: `holderpo compare` runs behaviour cloning and the evaluations before RL once per
+        seed, and every method starts from that same policy."""
+        saved = load_trainer_state(checkpoint)
+        if saved["state"].get("iteration") != 0 or not saved["state"].get("sft_done"):
+            raise ValueError(f"{checkpoint} is not a warm-start checkpoint (iteration 0 after behaviour cloning)")
+        parameters = trainable_parameters(self.model)
+        with torch.no_grad():
+            for name, tensor in saved["weights"].items():
+                parameters[name].copy_(tensor)
+        if self.reference is not None:
+            self.reference.snapshot()
+        self.state |= {key: saved["state"][key] for key in self.WARM_START_STATE if key in saved["state"]}
+        self.echo(f"warm start taken from {checkpoint}")
 
     def save(self, target: Path) -> None:
         weights = {name: p.detach().clone() for name, p in trainable_parameters(self.model).items()}

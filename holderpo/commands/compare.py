@@ -4,8 +4,10 @@
     holderpo compare --losses holderpo,grpo --seeds 2 --config configs/debug_cpu.yaml --out runs/cmp
 
 Every (loss, seed) pair is one training run under the same config (the default CPU run unless
---config is given), in OUT/<loss>-s<seed>/. A finished run is reused and an interrupted one is
-resumed, so an interrupted comparison goes on where it stopped. At the end OUT/comparison.md
+--config is given), in OUT/<loss>-s<seed>/. The warm start (behaviour cloning) and the
+evaluations before RL run once per seed, in that seed's first run; the other methods start RL
+from its checkpoint, so every method improves the same policy. A finished run is reused and an
+interrupted one is resumed, so an interrupted comparison goes on where it stopped. At the end OUT/comparison.md
 holds the table, OUT/comparison.json the numbers and OUT/curves.png the learning curves.
 """
 
@@ -54,6 +56,7 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 
 def _train_or_reuse(args: argparse.Namespace, loss: str, seed: int) -> Path:
+    from holderpo.checkpoint import MARKER
     from holderpo.config import load_config
 
     run_dir = args.out / f"{loss}-s{seed}"
@@ -63,7 +66,9 @@ def _train_or_reuse(args: argparse.Namespace, loss: str, seed: int) -> Path:
     resume = (run_dir / "checkpoints").is_dir()
     source = run_dir / "config.yaml" if resume else (args.config or DEFAULT_CONFIG)
     overrides = _overrides(args) | {"preset": loss, "seed": seed, "name": run_dir.name, "runs_dir": str(args.out)}
-    trainer = start_run(load_config(source, overrides), run_dir if resume else None)
+    warm = sorted(args.out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
+    trainer = start_run(load_config(source, overrides), run_dir if resume else None,
+                        warm[0].parent if warm and not resume else None)
     report = trainer.train()
     if not report:
         raise KeyboardInterrupt  # stopped with Ctrl-C: the run saved; rerun compare to go on

@@ -36,9 +36,10 @@ def _overrides(args: argparse.Namespace) -> dict:
 DEFAULT_CONFIG = Path(__file__).parent.parent / "defaults" / "cpu.yaml"
 
 
-def start_run(config, resume_dir: Path | None = None):
-    """Games, trainer and run folder of one run (new, or resumed from `resume_dir`): what
-    `holderpo train` and `holderpo compare` do before training."""
+def start_run(config, resume_dir: Path | None = None, warm_start_from: Path | None = None):
+    """Games, trainer and run folder of one run (new, or resumed from `resume_dir`; a new run
+    may start from another run's warm-start checkpoint): what `holderpo train` and
+    `holderpo compare` do before training."""
     from holderpo.trainer import Trainer, ensure_games, write_run_info
 
     if resume_dir is None:
@@ -51,7 +52,7 @@ def start_run(config, resume_dir: Path | None = None):
         run_dir = resume_dir
     print(f"run: {config.name} ({run_dir})")
     ensure_games(config)
-    trainer = Trainer(config, run_dir, resume=resume_dir is not None)
+    trainer = Trainer(config, run_dir, resume=resume_dir is not None, warm_start_from=warm_start_from)
     if resume_dir is None:
         write_run_info(config, run_dir, trainer.train_games, trainer.heldout_games)
     return trainer

@@ -58,9 +58,16 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
                "--train-games", str(FIXTURE_GAMES / "train"), "--heldout-games", str(FIXTURE_GAMES / "valid_seen"),
                "--group-size", "2", "--games-per-iteration", "2", "--max-steps", "3", "--num-envs", "4",
                "--num-workers", "1", "--iterations", "2", "--minibatch-size", "4", "--micro-batch-size", "2",
-               "--skip-zero-signal", "false", "--finetune", "top", "--top-layers", "1", "--lr", "3e-3"]
+               "--skip-zero-signal", "false", "--finetune", "top", "--top-layers", "1", "--lr", "3e-3",
+               "--sft-epochs", "1"]
     result = _compare(*options)
     assert result.returncode == 0, result.stdout + result.stderr
+    # behaviour cloning and the evaluations before RL: once per seed, in the seed's first run
+    assert result.stdout.count("behaviour cloning epoch") == 2
+    for seed in (0, 1):
+        assert f"warm start taken from {out / f'holderpo-s{seed}' / 'checkpoints' / 'iter_0000'}" in result.stdout
+        first, other = (json.loads((out / f"{m}-s{seed}" / "report.json").read_text()) for m in ("holderpo", "grpo"))
+        assert other["heldout_before"] == first["heldout_before"] and other["sft"] == first["sft"]
     for name in ("holderpo-s0", "holderpo-s1", "grpo-s0", "grpo-s1"):
         config = (out / name / "config.yaml").read_text()
         assert f"preset: {name.split('-')[0]}" in config and f"seed: {name[-1]}" in config
