@@ -132,6 +132,23 @@ def _layout(prompts: Sequence[Sequence[int]], prefix_lengths: Sequence[int], pad
     return torch.tensor(ids), torch.tensor(mask)
 
 
+def length_buckets(lengths: Sequence[int], ratio: float = 1.5, slack: int = 32) -> list[list[int]]:
+    """Row indices grouped by length (ascending) so that padding wastes little work.
+
+    A batched prompt pass costs (rows x longest row): one 280-token observation (the game's
+    `help` text, say) would make every 30-token row pay for 280. A group ends where the next row
+    is longer than `ratio` times the group's shortest plus `slack`; short rows never split.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    buckets: list[list[int]] = []
+    for index in order:
+        if buckets and lengths[index] <= ratio * lengths[buckets[-1][0]] + slack:
+            buckets[-1].append(index)
+        else:
+            buckets.append([index])
+    return buckets
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -147,18 +164,35 @@ def generate(
     prefix_lengths: Sequence[int] | None = None,
     prefix_cache: PrefixCache | None = None,
 ) -> list[Generation]:
-    """Generate one response per prompt (token ids) in a single batched call.
+    """Generate one response per prompt (token ids), batched: one call per group of rows of
+    similar length (`length_buckets`). Each row samples with its own seed, so the grouping
+    changes the work done, never the result.
 
     With `prefix_cache`, the first `prefix_lengths[b]` tokens of prompt b come from the cache
     instead of a model pass (each must be shorter than its prompt). Position ids follow the
     attention mask, so the gaps of the layout change nothing but the work done.
     """
     constraints = list(constraints) if constraints is not None else [None] * len(prompts)
-    eos_id = tokenizer.eos_token_id
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     prefix_lengths = list(prefix_lengths) if prefix_cache is not None and prefix_lengths else [0] * len(prompts)
     if any(not 0 <= k < len(p) for p, k in zip(prompts, prefix_lengths)):
         raise ValueError("each prefix length must be at least 0 and shorter than its prompt")
+    generations: list[Generation | None] = [None] * len(prompts)
+    for rows in length_buckets([len(p) - k for p, k in zip(prompts, prefix_lengths)]):
+        done = _generate_rows(model, tokenizer, [prompts[i] for i in rows], [seeds[i] for i in rows],
+                              [constraints[i] for i in rows], [prefix_lengths[i] for i in rows], prefix_cache,
+                              max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                              stop_strings=stop_strings)
+        for row, generation in zip(rows, done):
+            generations[row] = generation
+    return generations
+
+
+def _generate_rows(model, tokenizer, prompts, seeds, constraints, prefix_lengths, prefix_cache, *,
+                   max_new_tokens: int, temperature: float, top_p: float, stop_strings: Sequence[str]
+                   ) -> list[Generation]:
+    """One `model.generate` call over the given rows."""
+    eos_id = tokenizer.eos_token_id
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     input_ids, attention_mask = _layout(prompts, prefix_lengths, pad_id)
     length = input_ids.shape[1]
     past = prefix_cache.batch([tuple(p[:k]) for p, k in zip(prompts, prefix_lengths)]) if any(prefix_lengths) else None

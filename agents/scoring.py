@@ -13,6 +13,7 @@ from typing import NamedTuple, Sequence
 
 import torch
 
+from agents.generation import length_buckets
 from agents.prefix_cache import run_prefix, stack_rows
 
 
@@ -79,9 +80,24 @@ def response_logprobs(
 
 
 def _response_logits(model, prompts, responses, span: int, pad_id: int, prefix_lengths) -> torch.Tensor:
-    """(B, span, V) logits before each response position, rows right-aligned."""
-    device = next(model.parameters()).device
+    """(B, span, V) logits before each response position, rows right-aligned. Rows of similar
+    length run together (`length_buckets`), so one long prompt does not pad every other row."""
     prefix_lengths = list(prefix_lengths) if prefix_lengths else [0] * len(prompts)
+    lengths = [len(p) - k + len(r) for p, k, r in zip(prompts, prefix_lengths, responses)]
+    parts, order = [], []
+    for rows in length_buckets(lengths):
+        logits = _bucket_logits(model, [prompts[i] for i in rows], [responses[i] for i in rows], pad_id,
+                                [prefix_lengths[i] for i in rows])
+        parts.append(torch.nn.functional.pad(logits, (0, 0, span - logits.shape[1], 0)))
+        order += rows
+    stacked = torch.cat(parts)
+    return stacked[torch.tensor(order).argsort().to(stacked.device)]
+
+
+def _bucket_logits(model, prompts, responses, pad_id: int, prefix_lengths: list[int]) -> torch.Tensor:
+    """(b, span_b, V) logits of one group of rows (see `_response_logits`)."""
+    device = next(model.parameters()).device
+    span = max(len(r) for r in responses)
     starts = [tuple(p[:k]) for p, k in zip(prompts, prefix_lengths)]
     tails = [list(p[k:]) + list(r) for p, k, r in zip(prompts, prefix_lengths, responses)]
     length = max(len(t) for t in tails)

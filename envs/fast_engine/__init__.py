@@ -61,11 +61,12 @@ def pddl_env_class() -> type:
 
 
 def _assemble(pddl_env_class, expert: bool):
-    """alfworld's wrappers around a PDDL env, as AlfWorldEnv's stock engine has them."""
+    """alfworld's wrappers around a PDDL env, as AlfWorldEnv's stock engine has them (the expert
+    reads sorted facts, as the generator's verifier does, so it acts the same on both engines)."""
     import textworld
-    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredExpertType
+    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+
+    from envs.expert import with_handcoded_expert
 
     engine = AlfredDemangler(pddl_env_class(textworld.EnvInfos(admissible_commands=True, won=True)))
-    if expert:
-        engine = AlfredExpert(engine, expert_type=AlfredExpertType.HANDCODED)
-    return engine
+    return with_handcoded_expert(engine) if expert else engine

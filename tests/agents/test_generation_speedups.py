@@ -1,8 +1,8 @@
-"""Reusing a game's shared prompt start changes the work done, never what is sampled or recorded."""
+"""Work savers (shared prompt starts, length buckets) change the work done, never what is sampled or recorded."""
 
 import torch
 
-from agents.generation import generate
+from agents.generation import generate, length_buckets
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.prefix_cache import PrefixCache, common_prefix_length
 from agents.scoring import response_logprobs
@@ -87,3 +87,30 @@ def test_scoring_with_shared_starts_matches_plain_scoring_and_its_gradients(tiny
     for name, grad in plain_grads.items():  # the shared start passes gradients on like unshared prompts
         torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
     tiny_model.zero_grad()
+
+
+def test_length_buckets_split_only_where_padding_would_cost():
+    assert length_buckets([13, 40, 36, 212, 20]) == [[0, 4, 2, 1], [3]]
+    assert length_buckets([5, 5, 5]) == [[0, 1, 2]]
+    assert sorted(i for bucket in length_buckets([300, 1, 90, 7, 150, 2]) for i in bucket) == list(range(6))
+
+
+def test_one_long_prompt_gets_its_own_call_and_changes_no_result(tiny_model, tokenizer):
+    policy = LLMPolicy(tiny_model, tokenizer)
+    short = tokenizer.encode("> look\nYou see a fridge 1.", add_special_tokens=False)
+    long = tokenizer.encode("help text " * 150, add_special_tokens=False)
+    prompts = [short, long, short[:-2]]
+    constraints = [policy.constraint(COMMANDS) for _ in prompts]
+    budget = max(c.max_length for c in constraints)
+    together = generate(tiny_model, tokenizer, prompts, [1, 2, 3], constraints, max_new_tokens=budget)
+    alone = [generate(tiny_model, tokenizer, [p], [seed], [c], max_new_tokens=budget)[0]
+             for p, seed, c in zip(prompts, [1, 2, 3], constraints)]
+    for a, b in zip(together, alone):
+        assert a.response_ids == b.response_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+    responses = [g.response_ids for g in together]
+    allowed = [c.replay(r) for c, r in zip(constraints, responses)]
+    scored = response_logprobs(tiny_model, prompts, responses, allowed, pad_id=tokenizer.eos_token_id)
+    for row, generation in enumerate(together):  # scored in two groups, rows back in their places
+        torch.testing.assert_close(scored.logprobs[row][scored.mask[row]], torch.tensor(generation.logprobs),
+                                   atol=1e-4, rtol=0)
