@@ -130,15 +130,18 @@ class Trainer:
         if checkpoint is None:
             raise FileNotFoundError(f"--resume {self.run_dir}: no checkpoint found in it")
         saved = load_trainer_state(checkpoint)
-        parameters = trainable_parameters(self.model)
-        with torch.no_grad():
-            for name, tensor in saved["weights"].items():
-                parameters[name].copy_(tensor)
+        self._load_weights(saved["weights"])
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.reference is not None and saved.get("reference"):
             self.reference.weights = saved["reference"]
         self.state = saved["state"]
         self.echo(f"resumed from {checkpoint} at iteration {self.state['iteration']}")
+
+    def _load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        parameters = trainable_parameters(self.model)
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                parameters[name].copy_(tensor)
 
     # what a warm start leaves in the state: its record, and the evaluations made before RL
     WARM_START_STATE = ("sft_done", "sft_losses", "sft_samples", "sft_seconds", "heldout_random",
@@ -151,10 +154,7 @@ class Trainer:
         saved = load_trainer_state(checkpoint)
         if saved["state"].get("iteration") != 0 or not saved["state"].get("sft_done"):
             raise ValueError(f"{checkpoint} is not a warm-start checkpoint (iteration 0 after behaviour cloning)")
-        parameters = trainable_parameters(self.model)
-        with torch.no_grad():
-            for name, tensor in saved["weights"].items():
-                parameters[name].copy_(tensor)
+        self._load_weights(saved["weights"])
         if self.reference is not None:
             self.reference.snapshot()
         self.state |= {key: saved["state"][key] for key in self.WARM_START_STATE if key in saved["state"]}
