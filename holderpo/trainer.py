@@ -326,6 +326,8 @@ class Trainer:
                     self.state["heldout_before"] = (self.evaluate(batch, eval_log) if cfg.sft_epochs
                                                     else self.state["heldout_untrained"])
                     self.echo(f"held-out success before RL: {self.state['heldout_before']['success_rate']:.3f}")
+                    if cfg.sft_epochs:  # the warm-start checkpoint also keeps its evaluation (compare reuses both)
+                        self.save(self.run_dir / "checkpoints" / "iter_0000")
                 while self.state["iteration"] < cfg.iterations and not self._stop_requested:
                     iteration = self.state["iteration"]
                     p = self.schedule(iteration, cfg.iterations)

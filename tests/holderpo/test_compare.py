@@ -64,6 +64,7 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
     assert result.returncode == 0, result.stdout + result.stderr
     # behaviour cloning and the evaluations before RL: once per seed, in the seed's first run
     assert result.stdout.count("behaviour cloning epoch") == 2
+    assert result.stdout.count("held-out success before RL") == 2
     for seed in (0, 1):
         assert f"warm start taken from {out / f'holderpo-s{seed}' / 'checkpoints' / 'iter_0000'}" in result.stdout
         first, other = (json.loads((out / f"{m}-s{seed}" / "report.json").read_text()) for m in ("holderpo", "grpo"))
