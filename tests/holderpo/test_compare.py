@@ -57,7 +57,7 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
     options = ["--losses", "holderpo,grpo", "--seeds", "2", "--out", str(out), "--model", tiny_model_dir,
                "--train-games", str(FIXTURE_GAMES / "train"), "--heldout-games", str(FIXTURE_GAMES / "valid_seen"),
                "--group-size", "2", "--games-per-iteration", "2", "--max-steps", "3", "--num-envs", "4",
-               "--num-workers", "1", "--iterations", "2", "--minibatch-size", "4", "--micro-batch-size", "2",
+               "--num-workers", "1", "--iterations", "1", "--minibatch-size", "4", "--micro-batch-size", "2",
                "--skip-zero-signal", "false", "--finetune", "top", "--top-layers", "1", "--lr", "3e-3",
                "--sft-epochs", "1"]
     result = _compare(*options)
