@@ -15,9 +15,9 @@ import numpy as np
 
 from agents.constrained import ACTION, THINK, ActionConstraint
 from agents.generation import Generation, generate
-from agents.prefix_cache import PrefixCache, common_prefix_length
 from agents.parsing import REACT, parse_output
 from agents.policy import Decision, Turn
+from agents.prefix_cache import PrefixCache, common_prefix_length
 from agents.prompts import PromptConfig, full_messages, step_messages
 
 DECODINGS = ("constrained", "free")
