@@ -122,6 +122,13 @@ def test_unknown_yaml_option_is_named(tmp_path):
         load_config(config)
 
 
+@pytest.mark.parametrize("path", [REPO / "holderpo" / "defaults" / "cpu.yaml", *sorted((REPO / "configs").glob("*.yaml"))],
+                         ids=lambda path: path.name)
+def test_shipped_config_files_load_and_validate(path):
+    config = load_config(path)
+    assert config.iterations > 0
+
+
 def test_nan_losses_skip_then_save_and_stop(tiny_model_dir, tmp_path):
     # One iteration, 3 minibatches x 2 epochs: the first step blows the weights up, the next
     # losses are not finite.
