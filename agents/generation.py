@@ -15,6 +15,7 @@ takes the token we drew.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,6 +24,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from agents.constrained import ActionConstraint, State
 from agents.prefix_cache import PrefixCache
+from agents.trunk import TrunkRecorder
 
 
 @dataclass
@@ -34,6 +36,9 @@ class Generation:
     allowed_counts: list[int]  # how many tokens were allowed (0: unconstrained)
     text: str
     finish: str  # "eos", "stop" (a stop string) or "length" (max_new_tokens)
+    # with `trunk_layers`: (prompt tail + response tokens but the last, hidden) states entering
+    # block -trunk_layers; the tail is the prompt after its cached prefix
+    trunk_states: torch.Tensor | None = None
 
     @property
     def forced(self) -> list[bool]:
@@ -163,6 +168,7 @@ def generate(
     stop_strings: Sequence[str] = (),
     prefix_lengths: Sequence[int] | None = None,
     prefix_cache: PrefixCache | None = None,
+    trunk_layers: int | None = None,
 ) -> list[Generation]:
     """Generate one response per prompt (token ids), batched: one call per group of rows of
     similar length (`length_buckets`). Each row samples with its own seed, so the grouping
@@ -171,6 +177,9 @@ def generate(
     With `prefix_cache`, the first `prefix_lengths[b]` tokens of prompt b come from the cache
     instead of a model pass (each must be shorter than its prompt). Position ids follow the
     attention mask, so the gaps of the layout change nothing but the work done.
+
+    With `trunk_layers`, each generation also keeps the hidden states that entered block
+    -trunk_layers (`Generation.trunk_states`), so that training can run only the top blocks.
     """
     constraints = list(constraints) if constraints is not None else [None] * len(prompts)
     prefix_lengths = list(prefix_lengths) if prefix_cache is not None and prefix_lengths else [0] * len(prompts)
@@ -181,15 +190,15 @@ def generate(
         done = _generate_rows(model, tokenizer, [prompts[i] for i in rows], [seeds[i] for i in rows],
                               [constraints[i] for i in rows], [prefix_lengths[i] for i in rows], prefix_cache,
                               max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              stop_strings=stop_strings)
+                              stop_strings=stop_strings, trunk_layers=trunk_layers)
         for row, generation in zip(rows, done):
             generations[row] = generation
     return generations
 
 
 def _generate_rows(model, tokenizer, prompts, seeds, constraints, prefix_lengths, prefix_cache, *,
-                   max_new_tokens: int, temperature: float, top_p: float, stop_strings: Sequence[str]
-                   ) -> list[Generation]:
+                   max_new_tokens: int, temperature: float, top_p: float, stop_strings: Sequence[str],
+                   trunk_layers: int | None) -> list[Generation]:
     """One `model.generate` call over the given rows."""
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
@@ -203,11 +212,13 @@ def _generate_rows(model, tokenizer, prompts, seeds, constraints, prefix_lengths
         max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id,
         stop_strings=list(stop_strings) or None,
     )
-    output = model.generate(
-        input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), cache=past,
-        generation_config=config, logits_processor=LogitsProcessorList([constraint_processor, sampler]),
-        tokenizer=tokenizer if stop_strings else None,
-    )
+    recorder = TrunkRecorder(model, trunk_layers) if trunk_layers else contextlib.nullcontext()
+    with recorder:
+        output = model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), cache=past,
+            generation_config=config, logits_processor=LogitsProcessorList([constraint_processor, sampler]),
+            tokenizer=tokenizer if stop_strings else None,
+        )
     generations = []
     for row in range(len(prompts)):
         ids = output[row, length:].tolist()
@@ -217,5 +228,14 @@ def _generate_rows(model, tokenizer, prompts, seeds, constraints, prefix_lengths
             response_ids=ids, logprobs=sampler.logprobs[row][:end],
             allowed_counts=constraint_processor.allowed_counts[row][:end],
             text=tokenizer.decode(ids, skip_special_tokens=True), finish=finish,
+            trunk_states=_row_states(recorder.calls, row, len(prompts[row]) - prefix_lengths[row], end)
+            if trunk_layers else None,
         ))
     return generations
+
+
+def _row_states(calls: list[torch.Tensor], row: int, tail: int, response: int) -> torch.Tensor:
+    """One row's recorded trunk states: the last `tail` columns of the prompt pass, then one
+    per decoding step for the response's tokens but the last (which is never fed back)."""
+    steps = [call[row, -1:] for call in calls[1:response]]
+    return torch.cat([calls[0][row, -tail:], *steps])

@@ -51,8 +51,11 @@ class LLMPolicy:
     needs_expert = False
 
     def __init__(self, model, tokenizer, prompt: PromptConfig = PromptConfig(),
-                 decoding: DecodingConfig = DecodingConfig(), name: str = "llm"):
+                 decoding: DecodingConfig = DecodingConfig(), name: str = "llm", trunk_layers: int | None = None):
+        """`trunk_layers`: record, for training, the hidden states entering that block from the
+        top (see `agents.trunk`); only where the blocks below it are frozen."""
         self.model, self.tokenizer = model, tokenizer
+        self.trunk_layers = trunk_layers
         self.prompt, self.decoding, self.name = prompt, decoding, name
         self.constrained = decoding.decoding == "constrained"
         if self.constrained and prompt.show_admissible is PromptConfig.show_admissible:
@@ -65,7 +68,8 @@ class LLMPolicy:
         self._think_close = self._encode("</think>") if react else None
         self._action_open = self._encode("\n<action>") if react else []
         self._conversations: dict[str, list[int]] = {}  # full mode: each episode's tokens so far
-        self.prefix_cache = PrefixCache(model) if decoding.cache_prefixes and self.prompt.context == "step" else None
+        self.prefix_cache = (PrefixCache(model, trunk_layers=trunk_layers)
+                             if decoding.cache_prefixes and self.prompt.context == "step" else None)
         self._stems: dict[tuple[str, str], list[int]] = {}  # (task, intro) -> tokens all its prompts begin with
 
     # -- prompts -----------------------------------------------------------------------------
@@ -168,6 +172,7 @@ class LLMPolicy:
             max_new_tokens=budget, temperature=self.decoding.temperature,
             top_p=self.decoding.top_p, prefix_lengths=prefix_lengths, prefix_cache=self.prefix_cache,
             stop_strings=() if self.constrained or self.prompt.output_format != REACT else ("</action>",),
+            trunk_layers=self.trunk_layers,
         )
         decisions = []
         for index, (turn, prompt, constraint, generation) in enumerate(zip(turns, prompts, constraints, generations)):
@@ -183,9 +188,17 @@ class LLMPolicy:
                     "loss_mask": self._loss_mask(generation, constraint), "finish": generation.finish,
                     "status": parsed.status, "admissible": sorted(turn.info["admissible_commands"]),
                     "prefix_length": prefix_lengths[index] if prefix_lengths else 0,
+                    **self._trunk_extras(prompt, prefix_lengths[index] if prefix_lengths else 0, generation),
                 },
             ))
         return decisions
+
+    def _trunk_extras(self, prompt: list[int], prefix_length: int, generation: Generation) -> dict:
+        """The recorded trunk states of a turn: over its prompt's shared prefix and over the rest."""
+        if not self.trunk_layers:
+            return {}
+        prefix = self.prefix_cache.trunk_states(tuple(prompt[:prefix_length])) if prefix_length else None
+        return {"trunk_states": generation.trunk_states, "prefix_states": prefix}
 
 
 def _intro(turn: Turn) -> str:

@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from transformers import DynamicCache
 
+from agents.trunk import TrunkRecorder
+
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (1, kv heads, length, head dim) each
 
 
@@ -28,19 +30,26 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     return length
 
 
-def run_prefix(model, prefix: Sequence[int]) -> KeysValues:
-    """The model's keys and values over `prefix` (with gradients where grad mode is on)."""
+def run_prefix(model, prefix: Sequence[int] | torch.Tensor) -> KeysValues:
+    """The model's keys and values over `prefix`: token ids, or (tokens, hidden) input states
+    (with gradients where grad mode is on)."""
     device = next(model.parameters()).device
-    cache = model(input_ids=torch.tensor([list(prefix)], device=device), use_cache=True, logits_to_keep=1).cache
-    return [(layer.keys, layer.values) for layer in cache.layers]
+    if isinstance(prefix, torch.Tensor):
+        inputs = {"inputs_embeds": prefix.unsqueeze(0).to(device)}
+    else:
+        inputs = {"input_ids": torch.tensor([list(prefix)], device=device)}
+    cache = model(**inputs, use_cache=True, logits_to_keep=1).cache
+    # inside `agents.trunk.top_blocks` fewer blocks run than the config has: their layers stay empty
+    return [(layer.keys, layer.values) for layer in cache.layers if layer.keys is not None]
 
 
 class PrefixCache:
-    """An LRU store of per-prefix keys and values for one model."""
+    """An LRU store of per-prefix keys and values for one model; with `trunk_layers`, also of
+    the hidden states entering block -trunk_layers over each prefix (see `agents.trunk`)."""
 
-    def __init__(self, model, capacity: int = 64):
-        self.model, self.capacity = model, capacity
-        self._entries: OrderedDict[tuple[int, ...], KeysValues] = OrderedDict()
+    def __init__(self, model, capacity: int = 64, trunk_layers: int | None = None):
+        self.model, self.capacity, self.trunk_layers = model, capacity, trunk_layers
+        self._entries: OrderedDict[tuple[int, ...], tuple[KeysValues, torch.Tensor | None]] = OrderedDict()
         self._weights_version = self._version()
 
     def _version(self) -> int:
@@ -52,8 +61,7 @@ class PrefixCache:
         return len(self._entries)
 
     @torch.no_grad()
-    def keys_values(self, prefix: tuple[int, ...]) -> KeysValues:
-        """The prefix's keys and values, computed on a miss."""
+    def _entry(self, prefix: tuple[int, ...]) -> tuple[KeysValues, torch.Tensor | None]:
         version = self._version()
         if version != self._weights_version:
             self._entries.clear()
@@ -61,11 +69,24 @@ class PrefixCache:
         if prefix in self._entries:
             self._entries.move_to_end(prefix)
             return self._entries[prefix]
-        entry = run_prefix(self.model, prefix)
+        if self.trunk_layers:
+            with TrunkRecorder(self.model, self.trunk_layers) as recorder:
+                keys_values = run_prefix(self.model, prefix)
+            entry = (keys_values, recorder.calls[0][0])
+        else:
+            entry = (run_prefix(self.model, prefix), None)
         self._entries[prefix] = entry
         if len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
         return entry
+
+    def keys_values(self, prefix: tuple[int, ...]) -> KeysValues:
+        """The prefix's keys and values, computed on a miss."""
+        return self._entry(prefix)[0]
+
+    def trunk_states(self, prefix: tuple[int, ...]) -> torch.Tensor | None:
+        """(len(prefix), hidden) states entering block -trunk_layers (None without `trunk_layers`)."""
+        return self._entry(prefix)[1]
 
     def batch(self, prefixes: Sequence[tuple[int, ...]]) -> DynamicCache:
         """One cache for a batch: row b holds prefixes[b], left-padded to the longest (empty: all padding)."""

@@ -4,17 +4,21 @@ Training needs log pi(y_t | ...) of the current, old and reference models for ev
 token. Under constrained decoding the policy is the masked distribution, so a token's
 log-prob is its logit minus the log-sum-exp over the allowed tokens only. Sequences are left
 padded so that every response ends at the last position, and the LM head runs only on the
-last positions (`logits_to_keep`), never on the prompts.
+response positions, never on the prompts; where the head is a plain projection, only onto the
+tokens whose logits are needed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import weakref
 from typing import NamedTuple, Sequence
 
 import torch
 
 from agents.generation import length_buckets
 from agents.prefix_cache import run_prefix, stack_rows
+from agents.trunk import top_blocks
 
 
 class Scored(NamedTuple):
@@ -23,6 +27,15 @@ class Scored(NamedTuple):
     logprobs: torch.Tensor  # log pi of each response token (0 where mask is false)
     mask: torch.Tensor  # bool: a real response token
     entropy: torch.Tensor | None  # entropy of the (masked) next-token distribution, if asked
+
+
+class TrunkStates(NamedTuple):
+    """Recorded hidden states entering block -top_layers (see `agents.trunk`): with them, scoring
+    runs only the top blocks."""
+
+    top_layers: int
+    prefixes: Sequence[torch.Tensor | None]  # per row: over its shared prompt start (None: none)
+    tails: Sequence[torch.Tensor]  # per row: over the rest of the prompt and the response but its last token
 
 
 def pad_allowed(allowed_sets: Sequence[Sequence[tuple[int, ...] | None]], length: int
@@ -50,6 +63,7 @@ def response_logprobs(
     pad_id: int = 0,
     with_entropy: bool = False,
     prefix_lengths: Sequence[int] | None = None,
+    trunk: TrunkStates | None = None,
 ) -> Scored:
     """Log-probs of each response token under the masks they were sampled with (see `Scored`).
 
@@ -57,63 +71,135 @@ def response_logprobs(
     flow to the model. Reductions run in float32. With `prefix_lengths`, the first
     `prefix_lengths[b]` prompt tokens of row b form a shared start: each distinct start runs
     through the model once (gradients included) and its rows attend to it, as in generation.
+    With `trunk`, only the top blocks run, on the recorded states (same result, less work).
     """
     span = max(len(r) for r in responses)
-    logits = _response_logits(model, prompts, responses, span, pad_id, prefix_lengths)
-    logits = logits.float() / temperature  # (B, R, V): the logits that predict each response token
-    device = logits.device
+    weight = output_matrix(model)
+    head = _ProjectionHead(weight) if weight is not None else _LogitsHead()
+    outputs = _response_outputs(model, prompts, responses, span, pad_id, prefix_lengths, trunk,
+                                hidden=weight is not None)
+    device = outputs.device
     targets = torch.tensor([[pad_id] * (span - len(r)) + list(r) for r in responses], device=device)
-    token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    normaliser = torch.logsumexp(logits, dim=-1)
-    entropy = _entropy(logits, normaliser) if with_entropy else None
-    if allowed_sets is not None:
-        index, constrained = pad_allowed(allowed_sets, span)
-        index, constrained = index.to(device), constrained.to(device)
-        allowed_logits = logits.gather(-1, index.clamp(min=0)).masked_fill(index < 0, float("-inf"))
-        allowed_normaliser = torch.logsumexp(allowed_logits, dim=-1)
-        normaliser = torch.where(constrained, allowed_normaliser, normaliser)
-        if with_entropy:
-            entropy = torch.where(constrained, _entropy(allowed_logits, allowed_normaliser), entropy)
     mask = torch.tensor([[0] * (span - len(r)) + [1] * len(r) for r in responses], dtype=torch.bool).to(device)
+    token_logits = head.tokens(outputs, targets.unsqueeze(-1)).squeeze(-1) / temperature
+    if allowed_sets is not None:
+        index, constrained = (t.to(device) for t in pad_allowed(allowed_sets, span))
+    else:
+        index = torch.full((len(responses), span, 1), -1, dtype=torch.long, device=device)
+        constrained = torch.zeros_like(mask)
+    # constrained tokens: a softmax over the allowed tokens only; free tokens: over the vocabulary
+    allowed_logits = (head.tokens(outputs, index.clamp(min=0)) / temperature).masked_fill(index < 0, float("-inf"))
+    normaliser = torch.logsumexp(allowed_logits, dim=-1)
+    entropy = _entropy(allowed_logits, normaliser) if with_entropy else None
+    free = mask & ~constrained
+    if free.any():
+        logits = head.full(outputs[free]) / temperature  # (free tokens, V)
+        free_normaliser = torch.logsumexp(logits, dim=-1)
+        normaliser = normaliser.masked_scatter(free, free_normaliser)
+        if with_entropy:
+            entropy = entropy.masked_scatter(free, _entropy(logits, free_normaliser))
     logprobs = (token_logits - normaliser).masked_fill(~mask, 0.0)
     return Scored(logprobs, mask, entropy.masked_fill(~mask, 0.0) if with_entropy else None)
 
 
-def _response_logits(model, prompts, responses, span: int, pad_id: int, prefix_lengths) -> torch.Tensor:
-    """(B, span, V) logits before each response position, rows right-aligned. Rows of similar
-    length run together (`length_buckets`), so one long prompt does not pad every other row."""
+class _LogitsHead:
+    """Scores from the model's own logits (B, R, V)."""
+
+    @staticmethod
+    def tokens(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return logits.float().gather(-1, index)
+
+    @staticmethod
+    def full(logits: torch.Tensor) -> torch.Tensor:
+        return logits.float()
+
+
+class _ProjectionHead:
+    """Scores from final hidden states (B, R, H): only the logits asked for are computed. Under
+    constrained decoding that is a few dozen allowed tokens instead of the whole vocabulary,
+    whose projection would otherwise cost more than the top blocks of the model."""
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight
+
+    def tokens(self, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("brh,brkh->brk", hidden, self.weight[index]).float()
+
+    def full(self, hidden: torch.Tensor) -> torch.Tensor:
+        return (hidden @ self.weight.T).float()
+
+
+_OUTPUT_MATRICES: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+def output_matrix(model) -> torch.Tensor | None:
+    """The (V, H) output embedding when the model's logits are exactly `final hidden @ it.T`
+    (checked once per model); None where the model scales or caps its logits (Granite, Gemma 2)."""
+    head = model.get_output_embeddings()
+    if model not in _OUTPUT_MATRICES:
+        _OUTPUT_MATRICES[model] = isinstance(head, torch.nn.Linear) and head.bias is None and _plain_projection(model)
+    return head.weight if _OUTPUT_MATRICES[model] else None
+
+
+@torch.no_grad()
+def _plain_projection(model) -> bool:
+    ids = (torch.arange(3, 11, device=next(model.parameters()).device) % model.config.vocab_size).unsqueeze(0)
+    logits = model(input_ids=ids).logits
+    hidden = model.get_decoder()(input_ids=ids).last_hidden_state
+    return bool(torch.allclose(logits, model.get_output_embeddings()(hidden), atol=1e-4, rtol=1e-4))
+
+
+def _response_outputs(model, prompts, responses, span: int, pad_id: int, prefix_lengths,
+                      trunk: TrunkStates | None, hidden: bool) -> torch.Tensor:
+    """(B, span, V) logits, or with `hidden` (B, span, H) final hidden states, before each
+    response position, rows right-aligned. Rows of similar length run together
+    (`length_buckets`), so one long prompt does not pad every other row."""
     prefix_lengths = list(prefix_lengths) if prefix_lengths else [0] * len(prompts)
     lengths = [len(p) - k + len(r) for p, k, r in zip(prompts, prefix_lengths, responses)]
     parts, order = [], []
     for rows in length_buckets(lengths):
-        logits = _bucket_logits(model, [prompts[i] for i in rows], [responses[i] for i in rows], pad_id,
-                                [prefix_lengths[i] for i in rows])
-        parts.append(torch.nn.functional.pad(logits, (0, 0, span - logits.shape[1], 0)))
+        bucket_trunk = None if trunk is None else TrunkStates(
+            trunk.top_layers, [trunk.prefixes[i] for i in rows], [trunk.tails[i] for i in rows])
+        outputs = _bucket_outputs(model, [prompts[i] for i in rows], [responses[i] for i in rows], pad_id,
+                                  [prefix_lengths[i] for i in rows], bucket_trunk, hidden)
+        parts.append(torch.nn.functional.pad(outputs, (0, 0, span - outputs.shape[1], 0)))
         order += rows
     stacked = torch.cat(parts)
     return stacked[torch.tensor(order).argsort().to(stacked.device)]
 
 
-def _bucket_logits(model, prompts, responses, pad_id: int, prefix_lengths: list[int]) -> torch.Tensor:
-    """(b, span_b, V) logits of one group of rows (see `_response_logits`)."""
+def _bucket_outputs(model, prompts, responses, pad_id: int, prefix_lengths: list[int],
+                    trunk: TrunkStates | None, hidden: bool) -> torch.Tensor:
+    """(b, span_b, V or H) outputs of one group of rows (see `_response_outputs`). A row's input is
+    its prompt after the shared start and its response but the last token (never fed back)."""
     device = next(model.parameters()).device
     span = max(len(r) for r in responses)
     starts = [tuple(p[:k]) for p, k in zip(prompts, prefix_lengths)]
-    tails = [list(p[k:]) + list(r) for p, k, r in zip(prompts, prefix_lengths, responses)]
-    length = max(len(t) for t in tails)
-    input_ids = torch.tensor([[pad_id] * (length - len(t)) + t for t in tails])
+    if trunk is None:
+        tails = [list(p[k:]) + list(r[:-1]) for p, k, r in zip(prompts, prefix_lengths, responses)]
+        length = max(len(t) for t in tails)
+        inputs = {"input_ids": torch.tensor([[pad_id] * (length - len(t)) + t for t in tails]).to(device)}
+        start_inputs = dict(zip(starts, starts))
+    else:
+        tails = list(trunk.tails)
+        length = max(len(t) for t in tails)
+        states = [torch.nn.functional.pad(t, (0, 0, length - len(t), 0)) for t in tails]
+        inputs = {"inputs_embeds": torch.stack(states).to(device)}
+        start_inputs = dict(zip(starts, trunk.prefixes))
     tail_mask = torch.tensor([[0] * (length - len(t)) + [1] * len(t) for t in tails])
     width = max(prefix_lengths)
-    cache = None
-    if width:
-        computed = {start: run_prefix(model, start) for start in dict.fromkeys(starts) if start}
-        cache = stack_rows(model.config, [computed.get(start) for start in starts], width)
     start_mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in starts], dtype=torch.long)
     attention = torch.cat([start_mask.reshape(len(starts), width), tail_mask], dim=1)
     positions = ((attention.cumsum(-1) - 1).clamp(min=0))[:, width:]
-    output = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                   position_ids=positions.to(device), cache=cache, logits_to_keep=span + 1)
-    return output.logits[:, :-1]
+    with top_blocks(model, trunk.top_layers) if trunk else contextlib.nullcontext():
+        cache = None
+        if width:
+            computed = {start: run_prefix(model, start_inputs[start]) for start in dict.fromkeys(starts) if start}
+            cache = stack_rows(model.config, [computed.get(start) for start in starts], width)
+        context = {"attention_mask": attention.to(device), "position_ids": positions.to(device), "cache": cache}
+        if hidden:
+            return model.get_decoder()(**inputs, **context).last_hidden_state[:, -span:]
+        return model(**inputs, **context, logits_to_keep=span).logits
 
 
 def _entropy(logits: torch.Tensor, normaliser: torch.Tensor) -> torch.Tensor:

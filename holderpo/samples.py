@@ -27,6 +27,10 @@ class Sample:
     weight: float
     episode: int  # index of its episode in the iteration
     prefix_length: int = 0  # leading prompt tokens shared with other samples of its game (scored once)
+    # recorded at generation under finetune=top (see agents.trunk): the hidden states entering the
+    # first trained block over the prefix, and over the rest of the prompt and the response
+    prefix_states: torch.Tensor | None = None
+    trunk_states: torch.Tensor | None = None
 
 
 def episode_return(record: EpisodeRecord, win_reward: float, invalid_penalty: float) -> float:
@@ -63,6 +67,12 @@ def _turn_tokens(turn, replay) -> tuple[list[int], list[int], list[float], list[
             extras.get("prefix_length", 0))
 
 
+def _turn_sample(turn, replay, advantage: float, index: int) -> Sample:
+    prompt, response, logprobs, mask, allowed, prefix = _turn_tokens(turn, replay)
+    return Sample(prompt, response, logprobs, mask, allowed, advantage, 1.0, index, prefix,
+                  turn.extras.get("prefix_states"), turn.extras.get("trunk_states"))
+
+
 def build_samples(records: Sequence[EpisodeRecord], per_step: Sequence[torch.Tensor], keep: Sequence[bool],
                   context: str, replay, sample_weighting: str = "sample") -> list[Sample]:
     """Training samples of the kept episodes.
@@ -76,11 +86,8 @@ def build_samples(records: Sequence[EpisodeRecord], per_step: Sequence[torch.Ten
         if not keep[index] or not record.turns or "prompt_ids" not in record.turns[0].extras:
             continue
         if context == "step":
-            episode_samples = [
-                Sample(prompt, response, logprobs, mask, allowed, float(steps[t]), 1.0, index, prefix)
-                for t, (prompt, response, logprobs, mask, allowed, prefix)
-                in enumerate(_turn_tokens(turn, replay) for turn in record.turns)
-            ]
+            episode_samples = [_turn_sample(turn, replay, float(steps[t]), index)
+                               for t, turn in enumerate(record.turns)]
         else:
             episode_samples = [_full_sample(record, steps, replay, index)]
         if sample_weighting == "episode":

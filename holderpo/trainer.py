@@ -26,7 +26,8 @@ from agents.baselines import RandomAdmissiblePolicy
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_model
 from agents.prompts import PromptConfig
-from agents.scoring import response_logprobs
+from agents.scoring import TrunkStates, response_logprobs
+from agents.trunk import top_blocks_reproduce
 from envs.batched import BatchedAlfWorld
 from envs.games import read_task_type, resolve_games
 from eval.evaluate import game_id, make_specs, summarize
@@ -114,7 +115,9 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         prompt = PromptConfig(config.context, config.history, config.output_format)
         decoding = DecodingConfig(config.decoding, config.max_new_tokens, temperature=config.temperature)
-        self.policy = LLMPolicy(self.model, self.tokenizer, prompt, decoding, name=config.name)
+        self.trunk_layers = self._trunk_layers()
+        self.policy = LLMPolicy(self.model, self.tokenizer, prompt, decoding, name=config.name,
+                                trunk_layers=self.trunk_layers)
         self.eval_policy = LLMPolicy(self.model, self.tokenizer, prompt,
                                      replace(decoding, temperature=config.eval_temperature), name=config.name)
         self.state: dict[str, Any] = {"iteration": 0, "heldout_before": None, "bad_steps": 0, "wall_seconds": 0.0}
@@ -125,6 +128,17 @@ class Trainer:
         self._stop_requested = False
 
     # -- setup, checkpoints ---------------------------------------------------------------------
+    def _trunk_layers(self) -> int | None:
+        """Under finetune=top, rollouts record the frozen trunk's output and updates run only the
+        top blocks (`agents.trunk`), if this model's top blocks reproduce its logits that way."""
+        if self.cfg.finetune != "top":
+            return None
+        if top_blocks_reproduce(self.model, self.cfg.top_layers):
+            return self.cfg.top_layers
+        self.echo("note: this model's top blocks do not reproduce its logits from recorded trunk states; "
+                  "updates run the whole model")
+        return None
+
     def _restore(self) -> None:
         checkpoint = latest_checkpoint(self.run_dir)
         if checkpoint is None:
@@ -208,9 +222,14 @@ class Trainer:
         return self.policy.constraint(admissible).replay(response_ids)
 
     def _score(self, samples: Sequence[Sample], with_entropy: bool = False):
+        trunk = None
+        if self.trunk_layers and all(s.trunk_states is not None for s in samples):
+            trunk = TrunkStates(self.trunk_layers, [s.prefix_states for s in samples],
+                                [s.trunk_states for s in samples])
         return response_logprobs(self.model, [s.prompt_ids for s in samples], [s.response_ids for s in samples],
                                  [s.allowed for s in samples], pad_id=self.tokenizer.eos_token_id,
-                                 with_entropy=with_entropy, prefix_lengths=[s.prefix_length for s in samples])
+                                 with_entropy=with_entropy, prefix_lengths=[s.prefix_length for s in samples],
+                                 trunk=trunk)
 
     def reference_logprobs(self, samples: Sequence[Sample]) -> list[torch.Tensor]:
         """Log-probs of the frozen reference under the same masks (one tensor per sample)."""

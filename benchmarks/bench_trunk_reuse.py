@@ -1,0 +1,101 @@
+"""Trunk reuse under finetune=top: an update's forward+backward on recorded trunk states vs the whole model.
+
+Plays the same episodes twice with the embedded model (top 4 blocks trainable, as in the default
+run): once recording the hidden states entering block -4 (`agents/trunk.py`), once not, for the
+cost of recording. Then scores every turn as the update does (micro-batches of 16, forward and
+backward, shared prompt starts), alternating whole-model and top-blocks passes, and reports
+seconds per sample, their ratio, the largest log-prob difference and the recorded states' size.
+
+    python benchmarks/bench_trunk_reuse.py --games games/default/train --episodes 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from agents.llm_policy import DecodingConfig, LLMPolicy
+from agents.models import load_embedded
+from agents.prompts import PromptConfig
+from agents.scoring import TrunkStates, response_logprobs
+from envs.batched import BatchedAlfWorld
+from envs.games import resolve_games
+from eval.evaluate import make_specs
+from holderpo.modeling import prepare_for_training
+from holderpo.samples import build_samples
+from rollouts.runner import play_episodes
+
+FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
+TOP_LAYERS = 4
+
+
+def rollout(policy: LLMPolicy, specs, max_steps: int):
+    with BatchedAlfWorld(len(specs), 2, max_steps=max_steps) as batch:
+        start = time.perf_counter()
+        records = play_episodes(batch, policy, specs)
+        return records, time.perf_counter() - start
+
+
+def update_pass(model, samples, pad_id: int, reuse: bool, micro: int = 16) -> tuple[float, list[torch.Tensor]]:
+    """Seconds of one forward+backward over all samples, and the log-probs of each micro-batch."""
+    model.zero_grad(set_to_none=True)
+    start, logprobs = time.perf_counter(), []
+    for begin in range(0, len(samples), micro):
+        chunk = samples[begin: begin + micro]
+        trunk = TrunkStates(TOP_LAYERS, [s.prefix_states for s in chunk], [s.trunk_states for s in chunk]) \
+            if reuse else None
+        scored = response_logprobs(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
+                                   [s.allowed for s in chunk], pad_id=pad_id,
+                                   prefix_lengths=[s.prefix_length for s in chunk], trunk=trunk)
+        scored.logprobs.sum().backward()
+        logprobs.append(scored.logprobs.detach())
+    return time.perf_counter() - start, logprobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--games", default=str(FIXTURES))
+    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--max-steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    games = resolve_games(args.games)
+    specs = make_specs(games, seed=0, samples=-(-args.episodes // len(games)))[: args.episodes]
+    model, tokenizer = load_embedded()
+    model = prepare_for_training(model, "top", top_layers=TOP_LAYERS)
+    prompt, decoding = PromptConfig("step", 1, "action"), DecodingConfig("constrained")
+    recording = LLMPolicy(model, tokenizer, prompt, decoding, trunk_layers=TOP_LAYERS)
+    records, recorded_seconds = rollout(recording, specs, args.max_steps)
+    _, plain_seconds = rollout(LLMPolicy(model, tokenizer, prompt, decoding), specs, args.max_steps)
+    replay = lambda admissible, response: recording.constraint(admissible).replay(response)  # noqa: E731
+    per_step = [torch.ones(len(r.turns)) for r in records]
+    samples = build_samples(records, per_step, [True] * len(records), "step", replay)
+    timings = {"whole": [], "top": []}
+    for _ in range(args.repeats):
+        whole_seconds, whole = update_pass(model, samples, tokenizer.eos_token_id, reuse=False)
+        top_seconds, top = update_pass(model, samples, tokenizer.eos_token_id, reuse=True)
+        timings["whole"].append(whole_seconds)
+        timings["top"].append(top_seconds)
+    prefixes = {id(s.prefix_states): s.prefix_states for s in samples if s.prefix_states is not None}
+    state_bytes = sum(s.trunk_states.numel() * 4 for s in samples) + sum(p.numel() * 4 for p in prefixes.values())
+    whole_per_sample = min(timings["whole"]) / len(samples)
+    top_per_sample = min(timings["top"]) / len(samples)
+    report = {
+        "episodes": len(specs), "samples": len(samples), "max_steps": args.max_steps,
+        "rollout_seconds": {"recording": recorded_seconds, "not_recording": plain_seconds,
+                            "ratio": recorded_seconds / plain_seconds},
+        "update_seconds_per_sample": {"whole_model": whole_per_sample, "top_blocks": top_per_sample},
+        "update_speedup": whole_per_sample / top_per_sample,
+        "max_logprob_difference": max(float((a - b).abs().max()) for a, b in zip(whole, top)),
+        "recorded_states_mb": state_bytes / 2**20,
+        "timings": timings,
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
