@@ -41,7 +41,8 @@ class TrainConfig:
                        "`top_layers` blocks and the final norm)", choices=("full", "lora", "top"))
     lora_rank: int = _f(16, "LoRA rank")
     lora_alpha: float = _f(32.0, "LoRA alpha (scale = alpha / rank)")
-    top_layers: int = _f(2, "finetune=top: how many of the last transformer blocks train")
+    top_layers: int = _f(2, "finetune=top: how many of the last transformer blocks train (rollouts record "
+                            "the frozen blocks' output, so updates run only these)")
     # -- warm start ----------------------------------------------------------------------------
     sft_epochs: int = _f(0, "behaviour cloning epochs on the training games' walkthroughs before RL (0: none)")
     sft_lr: float = _f(1e-4, "behaviour cloning learning rate")
