@@ -130,8 +130,9 @@ class Trainer:
     # -- setup, checkpoints ---------------------------------------------------------------------
     def _trunk_layers(self) -> int | None:
         """Under finetune=top, rollouts record the frozen trunk's output and updates run only the
-        top blocks (`agents.trunk`), if this model's top blocks reproduce its logits that way."""
-        if self.cfg.finetune != "top":
+        top blocks (`agents.trunk`), if this model's top blocks reproduce its logits that way.
+        Step context only: a full-context sample spans many turns, scored in one whole pass."""
+        if self.cfg.finetune != "top" or self.cfg.context != "step":
             return None
         if top_blocks_reproduce(self.model, self.cfg.top_layers):
             return self.cfg.top_layers

@@ -99,17 +99,21 @@ def test_reuse_is_refused_where_the_model_transforms_its_input_states(three_laye
     assert len(granite.model.layers) == 3
 
 
-@pytest.mark.parametrize("finetune, recorded", [("top", True), ("full", False)])
-def test_trainer_records_states_only_when_the_trunk_is_frozen(tiny_model_dir, tmp_path, finetune, recorded):
+@pytest.mark.parametrize("finetune, context, recorded", [("top", "step", True), ("full", "step", False),
+                                                       ("top", "full", False)])
+def test_trainer_records_states_only_for_a_frozen_trunk_and_step_prompts(tiny_model_dir, tmp_path, finetune,
+                                                                         context, recorded):
     config = load_config(None, {"train_games": str(FIXTURE_GAMES / "train"), "model": tiny_model_dir,
                                 "group_size": 2, "games_per_iteration": 2, "max_steps": 3, "num_envs": 4,
-                                "num_workers": 1, "finetune": finetune, "top_layers": 1, "kl_coef": 0.0})
+                                "num_workers": 1, "finetune": finetune, "top_layers": 1, "kl_coef": 0.0,
+                                "context": context})
     trainer = Trainer(config, tmp_path / "run", echo=lambda _: None)
     with BatchedAlfWorld(4, 1, max_steps=3) as batch, TranscriptWriter(tmp_path / "t.jsonl", "p") as writer:
         records = trainer.collect(batch, 0, writer)
     per_step, _, _ = advantages(records, "drgrpo", 10.0, 0.1)
-    samples = build_samples(records, per_step, [True] * len(records), "step", trainer._replay)
-    assert all((s.trunk_states is not None) == recorded for s in samples)
+    samples = build_samples(records, per_step, [True] * len(records), context, trainer._replay)
+    assert samples and all((s.trunk_states is not None) == recorded for s in samples)
+    assert all(("trunk_states" in turn.extras) == recorded for record in records for turn in record.turns)
     if recorded:  # the update's scoring on recorded states equals the whole model's
         plain = response_logprobs(trainer.model, [s.prompt_ids for s in samples], [s.response_ids for s in samples],
                                   [s.allowed for s in samples], pad_id=trainer.tokenizer.eos_token_id,
