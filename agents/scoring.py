@@ -78,6 +78,8 @@ def response_logprobs(
     head = _ProjectionHead(weight) if weight is not None else _LogitsHead()
     outputs = _response_outputs(model, prompts, responses, span, pad_id, prefix_lengths, trunk,
                                 hidden=weight is not None)
+    if weight is None:
+        outputs = outputs.float()  # logits: reductions in float32
     device = outputs.device
     targets = torch.tensor([[pad_id] * (span - len(r)) + list(r) for r in responses], device=device)
     mask = torch.tensor([[0] * (span - len(r)) + [1] * len(r) for r in responses], dtype=torch.bool).to(device)
@@ -103,15 +105,15 @@ def response_logprobs(
 
 
 class _LogitsHead:
-    """Scores from the model's own logits (B, R, V)."""
+    """Scores from the model's own logits (B, R, V), in float32."""
 
     @staticmethod
     def tokens(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return logits.float().gather(-1, index)
+        return logits.gather(-1, index)
 
     @staticmethod
     def full(logits: torch.Tensor) -> torch.Tensor:
-        return logits.float()
+        return logits
 
 
 class _ProjectionHead:
