@@ -8,11 +8,11 @@ the result moves from one training run to the next, not only the episode noise.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from eval.stats import mean_interval
+from eval.stats import mean_interval, paired_difference
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class MethodRow:
     high: float | None
     gain: float  # mean over seeds of (after - before), the RL phase's own effect
     train_minutes: float  # mean over seeds of rollout + update time
+    difference: dict | None = None  # paired after-RL difference from the first method (see paired_rows)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -45,21 +46,56 @@ def method_rows(reports: Mapping[str, Sequence[Mapping]], metrics: Mapping[str, 
         minutes = [training_seconds(m) / 60 for m in metrics[method]]
         rows.append(MethodRow(method, len(runs), mean, low, high, sum(gains) / len(gains),
                               sum(minutes) / len(minutes)))
-    return rows
+    return paired_rows(rows, reports)
+
+
+def episodes_after(runs: Sequence[Mapping]) -> dict[str, float]:
+    """A method's held-out wins after RL over all its runs, keyed by seed and episode: two methods'
+    runs of the same seed played the same episodes, so their keys pair up."""
+    return {f"s{run['config']['seed']}/{episode}": won for run in runs
+            for episode, won in run["heldout_after"]["won"].items()}
+
+
+def paired_rows(rows: Sequence[MethodRow], reports: Mapping[str, Sequence[Mapping]]) -> list[MethodRow]:
+    """Each row after the first with its difference from the first method, paired episode by
+    episode over the seeds both have run.
+
+    With 3 seeds the t interval over seeds is wide (t = 4.3); pairing the episodes removes the
+    game-to-game variation and shows whether two trained policies differ beyond episode noise.
+    It treats episodes as independent, so it does not cover how much a method moves from one
+    training run to the next: read it beside the per-method interval.
+    """
+    if not rows:
+        return []
+    reference = episodes_after(reports[rows[0].method])
+    paired = [rows[0]]
+    for row in rows[1:]:
+        difference = paired_difference(reference, episodes_after(reports[row.method]))
+        paired.append(replace(row, difference=difference._asdict()))
+    return paired
 
 
 def markdown_table(rows: Sequence[MethodRow], before: float | None = None) -> str:
     """The comparison as a Markdown table (percentages)."""
+    first = rows[0].method if rows else "the first method"
     lines = ["| method | seeds | held-out success after RL | 95% interval (t over seeds) | gain over start "
-             "| training minutes |", "|---|---|---|---|---|---|"]
+             f"| training minutes | minus {first}, paired episodes (95%) |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         interval = "n/a (1 seed)" if row.low is None else f"{100 * row.low:.1f} to {100 * row.high:.1f}"
         lines.append(f"| {row.method} | {row.seeds} | {100 * row.success_after:.1f}% | {interval} | "
-                     f"{100 * row.gain:+.1f} | {row.train_minutes:.1f} |")
+                     f"{100 * row.gain:+.1f} | {row.train_minutes:.1f} | {_difference_cell(row.difference)} |")
     if before is not None:
         lines.append(f"\nEvery run starts from the same policy per seed; its mean held-out success is "
                      f"{100 * before:.1f}%.")
     return "\n".join(lines)
+
+
+def _difference_cell(difference: Mapping | None) -> str:
+    if difference is None:
+        return "-"
+    interval = "" if difference["low"] is None else \
+        f" ({100 * difference['low']:+.1f} to {100 * difference['high']:+.1f})"
+    return f"{100 * difference['mean']:+.1f}{interval} on {difference['n']}"
 
 
 def mean_curve(runs: Sequence[Sequence[Mapping]], key: str) -> list[float]:

@@ -7,8 +7,9 @@ Every (loss, seed) pair is one training run under the same config (the default C
 --config is given), in OUT/<loss>-s<seed>/. The warm start (behaviour cloning) and the
 evaluations before RL run once per seed, in that seed's first run; the other methods start RL
 from its checkpoint, so every method improves the same policy. A finished run is reused and an
-interrupted one is resumed, so an interrupted comparison goes on where it stopped. At the end OUT/comparison.md
-holds the table, OUT/comparison.json the numbers and OUT/curves.png the learning curves.
+interrupted one is resumed, so an interrupted comparison goes on where it stopped. After every
+finished run OUT/comparison.md holds the table of the runs so far (each method against the first,
+paired episode by episode), OUT/comparison.json the numbers and OUT/curves.png the learning curves.
 """
 
 from __future__ import annotations
@@ -76,19 +77,12 @@ def _train_or_reuse(args: argparse.Namespace, loss: str, seed: int) -> Path:
     return run_dir
 
 
-def run(args: argparse.Namespace) -> int:
+def write_summary(out: Path, folders: dict[tuple[str, int], Path], planned: int) -> str:
+    """Table, numbers and curves of the runs finished so far; rewritten after every run so that
+    an interrupted comparison still shows what it has."""
     from holderpo.comparison import markdown_table, method_rows, plot_curves
     from holderpo.run_logging import read_metrics
 
-    try:
-        plan = _plan(args)
-        folders = {pair: _train_or_reuse(args, *pair) for pair in plan}
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}")
-        return 2
-    except KeyboardInterrupt:
-        print(f"stopped; rerun the same command to continue the comparison in {args.out}")
-        return 130
     reports, metrics = {}, {}
     for (loss, _), folder in folders.items():
         reports.setdefault(loss, []).append(json.loads((folder / "report.json").read_text()))
@@ -96,11 +90,30 @@ def run(args: argparse.Namespace) -> int:
     rows = method_rows(reports, metrics)
     befores = [r["heldout_success_before"] for runs in reports.values() for r in runs]
     table = markdown_table(rows, sum(befores) / len(befores) if None not in befores else None)
-    (args.out / "comparison.md").write_text(table + "\n")
-    (args.out / "comparison.json").write_text(json.dumps({"rows": [row.as_dict() for row in rows],
-                                                          "runs": {f"{l}-s{s}": str(f) for (l, s), f in folders.items()}},
-                                                         indent=2))
-    plot_curves(metrics, args.out / "curves.png")
+    if len(folders) < planned:
+        table += f"\n\nPartial: {len(folders)} of {planned} runs finished; rerun the same command to go on."
+    (out / "comparison.md").write_text(table + "\n")
+    (out / "comparison.json").write_text(json.dumps({"rows": [row.as_dict() for row in rows],
+                                                     "runs": {f"{l}-s{s}": str(f) for (l, s), f in folders.items()},
+                                                     "planned_runs": planned}, indent=2))
+    plot_curves(metrics, out / "curves.png")
+    return table
+
+
+def run(args: argparse.Namespace) -> int:
+    folders: dict[tuple[str, int], Path] = {}
+    try:
+        plan = _plan(args)
+        for pair in plan:
+            folders[pair] = _train_or_reuse(args, *pair)
+            table = write_summary(args.out, folders, len(plan))
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}")
+        return 2
+    except KeyboardInterrupt:
+        print(f"stopped; {args.out / 'comparison.md'} holds the {len(folders)} finished runs; "
+              f"rerun the same command to continue the comparison")
+        return 130
     print(table)
     print(f"written: {args.out / 'comparison.md'}, {args.out / 'comparison.json'}, {args.out / 'curves.png'}")
     return 0

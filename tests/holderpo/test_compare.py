@@ -7,18 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from holderpo.commands.compare import write_summary
 from holderpo.comparison import markdown_table, mean_curve, method_rows, training_seconds
 from tests.conftest import FIXTURE_GAMES
 
 REPO = Path(__file__).parent.parent.parent
 
 
-def _report(before, after):
-    return {"heldout_success_before": before, "heldout_success_after": after}
+def _report(before, after, seed=0, won=None):
+    return {"heldout_success_before": before, "heldout_success_after": after, "config": {"seed": seed},
+            "heldout_after": {"won": won or {}}}
 
 
 def test_rows_average_seeds_with_a_t_interval():
-    reports = {"holderpo": [_report(0.2, 0.4), _report(0.2, 0.5), _report(0.3, 0.6)], "grpo": [_report(0.2, 0.3)]}
+    reports = {"holderpo": [_report(0.2, 0.4, 0, {"a": 1}), _report(0.2, 0.5, 1), _report(0.3, 0.6, 2)],
+               "grpo": [_report(0.2, 0.3, 0, {"a": 0})]}
     metrics = {"holderpo": [[{"time/rollout": 60.0, "time/update": 60.0, "time/eval": 999.0}]] * 3,
                "grpo": [[{"time/rollout": 30.0, "time/update": 0.0}]]}
     holder, grpo = method_rows(reports, metrics)
@@ -27,7 +30,20 @@ def test_rows_average_seeds_with_a_t_interval():
     assert holder.gain == pytest.approx((0.2 + 0.3 + 0.3) / 3)
     assert holder.train_minutes == pytest.approx(2.0)  # evaluation time is not training time
     assert grpo.low is None and "n/a (1 seed)" in markdown_table([holder, grpo])
-    assert "| holderpo | 3 | 50.0% | 25.2 to 74.8 | +26.7 | 2.0 |" in markdown_table([holder, grpo])
+    assert "| holderpo | 3 | 50.0% | 25.2 to 74.8 | +26.7 | 2.0 | - |" in markdown_table([holder, grpo])
+
+
+def test_methods_pair_with_the_first_episode_by_episode_on_shared_seeds():
+    # seed 0 and seed 1 play different episodes under the same names; grpo has run seed 0 only
+    holder = [_report(0.2, 0.5, 0, {"g1#0": 1, "g2#0": 1}), _report(0.2, 0.5, 1, {"g1#0": 0, "g2#0": 1})]
+    grpo = [_report(0.2, 0.0, 0, {"g1#0": 0, "g2#0": 1})]
+    metrics = {"holderpo": [[], []], "grpo": [[]]}
+    first, second = method_rows({"holderpo": holder, "grpo": grpo}, metrics)
+    assert first.difference is None
+    assert second.difference["n"] == 2 and second.difference["mean"] == pytest.approx(-0.5)  # seed 0 only
+    assert "| -50.0 (-148.0 to +48.0) on 2 |" in markdown_table([first, second])
+    alone = method_rows({"grpo": grpo}, {"grpo": [[]]})
+    assert alone[0].difference is None and "minus grpo" in markdown_table(alone)
 
 
 def test_mean_curve_handles_runs_of_different_length():
@@ -77,5 +93,14 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
     assert [(r["method"], r["seeds"]) for r in rows] == [("holderpo", 2), ("grpo", 2)]
     assert all(0.0 <= r["success_after"] <= 1.0 and r["low"] <= r["success_after"] <= r["high"] for r in rows)
     assert "| holderpo | 2 |" in (out / "comparison.md").read_text() and (out / "curves.png").stat().st_size > 0
+    assert "Partial" not in (out / "comparison.md").read_text()
+    assert json.loads((out / "comparison.json").read_text())["planned_runs"] == 4
     again = _compare(*options)
     assert again.returncode == 0 and again.stdout.count("already finished: reused") == 4
+    # the summary written while a comparison is under way: the runs so far, marked partial
+    some = {(name.split("-")[0], int(name[-1])): out / name for name in ("holderpo-s0", "holderpo-s1", "grpo-s0")}
+    table = write_summary(out, some, planned=4)
+    assert "| holderpo | 2 |" in table and "| grpo | 1 |" in table and "Partial: 3 of 4 runs finished" in table
+    seed0 = json.loads((out / "holderpo-s0" / "report.json").read_text())["heldout_after"]["won"]
+    grpo_row = json.loads((out / "comparison.json").read_text())["rows"][1]
+    assert grpo_row["difference"]["n"] == len(seed0)  # paired on the held-out episodes of seed 0 only
