@@ -18,7 +18,7 @@ import torch
 
 from agents.generation import length_buckets
 from agents.prefix_cache import run_prefix, stack_rows
-from agents.trunk import top_blocks
+from agents.trunk import TrunkRecorder, top_blocks
 
 
 class Scored(NamedTuple):
@@ -202,6 +202,31 @@ def _bucket_outputs(model, prompts, responses, pad_id: int, prefix_lengths: list
         if hidden:
             return model.get_decoder()(**inputs, **context).last_hidden_state[:, -span:]
         return model(**inputs, **context, logits_to_keep=span).logits
+
+
+@torch.no_grad()
+def record_trunk_states(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
+                        top_layers: int, *, pad_id: int = 0, prefix_lengths: Sequence[int] | None = None
+                        ) -> TrunkStates:
+    """The trunk states a rollout would have recorded for these rows, from one pass without
+    gradients. Behaviour cloning trains on demonstrations no rollout played, for several
+    epochs: with these, every epoch runs only the top blocks."""
+    prefix_lengths = list(prefix_lengths) if prefix_lengths else [0] * len(prompts)
+    tails = [len(p) - k + len(r) - 1 for p, k, r in zip(prompts, prefix_lengths, responses)]
+    prefixes: list[torch.Tensor | None] = [None] * len(prompts)
+    rows_states: list[torch.Tensor | None] = [None] * len(prompts)
+    for rows in length_buckets(tails):
+        starts = [tuple(prompts[i][:prefix_lengths[i]]) for i in rows]
+        with TrunkRecorder(model, top_layers) as recorder:
+            _bucket_outputs(model, [prompts[i] for i in rows], [responses[i] for i in rows], pad_id,
+                            [prefix_lengths[i] for i in rows], None, hidden=True)
+        # `_bucket_outputs` runs each distinct non-empty start once, in order, then the rows' tails
+        *start_calls, tail_call = recorder.calls
+        start_states = dict(zip([start for start in dict.fromkeys(starts) if start], start_calls))
+        for position, row in enumerate(rows):
+            prefixes[row] = start_states[starts[position]][0] if starts[position] else None
+            rows_states[row] = tail_call[position, tail_call.shape[1] - tails[row]:]
+    return TrunkStates(top_layers, prefixes, rows_states)
 
 
 def _entropy(logits: torch.Tensor, normaliser: torch.Tensor) -> torch.Tensor:

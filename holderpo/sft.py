@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from agents.baselines import WalkthroughPolicy
 from agents.llm_policy import LLMPolicy
-from agents.scoring import response_logprobs
+from agents.scoring import TrunkStates, record_trunk_states, response_logprobs
 from envs.batched import BatchedAlfWorld
 from eval.evaluate import make_specs
 from holderpo.samples import Sample, right_aligned
@@ -70,11 +70,31 @@ def grouped_order(samples: Sequence[Sample], rng: np.random.Generator) -> list[i
     return order
 
 
+def demonstration_trunk(model, samples: Sequence[Sample], top_layers: int, *, batch_size: int,
+                        pad_id: int) -> TrunkStates:
+    """The frozen trunk's output over every demonstration, computed in batches without gradients:
+    the epochs then run only the top blocks (see `agents.trunk`)."""
+    prefixes, tails = [], []
+    for start in tqdm(range(0, len(samples), batch_size), desc="trunk states", unit="batch", leave=False):
+        chunk = samples[start: start + batch_size]
+        states = record_trunk_states(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
+                                     top_layers, pad_id=pad_id, prefix_lengths=[s.prefix_length for s in chunk])
+        prefixes += states.prefixes
+        tails += states.tails
+    return TrunkStates(top_layers, prefixes, tails)
+
+
 def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int, lr: float, batch_size: int,
-                    pad_id: int, seed: int = 0, echo: Callable[[str], None] = print) -> list[float]:
-    """Minimise the masked negative log-likelihood of the demonstrations; the mean loss per epoch."""
+                    pad_id: int, seed: int = 0, trunk_layers: int | None = None,
+                    echo: Callable[[str], None] = print) -> list[float]:
+    """Minimise the masked negative log-likelihood of the demonstrations; the mean loss per epoch.
+
+    With `trunk_layers` (only the top blocks train), the trunk runs once over the demonstrations
+    and every epoch runs only the top blocks on its output: the same losses, less work."""
     if not samples:
         raise ValueError("no demonstrations: the training games have no winning walkthroughs")
+    trunk = demonstration_trunk(model, samples, trunk_layers, batch_size=batch_size, pad_id=pad_id) \
+        if trunk_layers else None
     optimizer = torch.optim.AdamW(parameters, lr=lr)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
     losses = []
@@ -84,10 +104,13 @@ def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int
         order = grouped_order(samples, rng)
         for start in range(0, len(samples), batch_size):
             bar.update(1)
-            chunk = [samples[i] for i in order[start: start + batch_size]]
+            indices = order[start: start + batch_size]
+            chunk = [samples[i] for i in indices]
+            chunk_trunk = None if trunk is None else TrunkStates(
+                trunk.top_layers, [trunk.prefixes[i] for i in indices], [trunk.tails[i] for i in indices])
             scored = response_logprobs(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
                                        [s.allowed for s in chunk], pad_id=pad_id,
-                                       prefix_lengths=[s.prefix_length for s in chunk])
+                                       prefix_lengths=[s.prefix_length for s in chunk], trunk=chunk_trunk)
             width = scored.logprobs.shape[1]
             mask = right_aligned([s.loss_mask for s in chunk], width, False, torch.bool).to(scored.logprobs.device)
             loss = -(scored.logprobs * mask).sum() / mask.sum().clamp(min=1)

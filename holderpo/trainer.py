@@ -210,7 +210,8 @@ class Trainer:
                                         trust_game_files=self.cfg.trust_game_files)
         losses = clone_behaviour(self.model, samples, list(trainable_parameters(self.model).values()),
                                  epochs=self.cfg.sft_epochs, lr=self.cfg.sft_lr, batch_size=self.cfg.sft_batch_size,
-                                 pad_id=self.tokenizer.eos_token_id, seed=self.cfg.seed, echo=self.echo)
+                                 pad_id=self.tokenizer.eos_token_id, seed=self.cfg.seed,
+                                 trunk_layers=self.trunk_layers, echo=self.echo)
         if self.reference is not None:
             self.reference.snapshot()  # RL is anchored to the policy it starts from
         self.state |= {"sft_done": True, "sft_losses": losses, "sft_samples": len(samples),

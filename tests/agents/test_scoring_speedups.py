@@ -9,7 +9,7 @@ from transformers import GraniteConfig, GraniteForCausalLM, LlamaConfig, LlamaFo
 from agents.llm_policy import LLMPolicy
 from agents.policy import Turn
 from agents.generation import generate
-from agents.scoring import TrunkStates, output_matrix, response_logprobs
+from agents.scoring import TrunkStates, output_matrix, record_trunk_states, response_logprobs
 from agents.trunk import top_blocks, top_blocks_reproduce
 from envs.batched import BatchedAlfWorld
 from holderpo.config import load_config
@@ -75,6 +75,25 @@ def test_recorded_states_give_the_whole_models_logprobs_and_gradients(three_laye
         torch.testing.assert_close(top_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
     assert all(p.grad is None or not p.grad.any() for n, p in three_layers.named_parameters() if ".layers.0." in n)
     three_layers.zero_grad()
+
+
+def test_states_recorded_without_generating_equal_the_rollouts(three_layers, tokenizer):
+    """Behaviour cloning records the trunk over demonstrations in one pass; it must match what a
+    rollout records over the same tokens (two shared starts, rows of different lengths)."""
+    extras = [d.extras for d in LLMPolicy(three_layers, tokenizer, trunk_layers=2).act(_turns())]
+    recorded = record_trunk_states(three_layers, [e["prompt_ids"] for e in extras],
+                                   [e["response_ids"] for e in extras], 2, pad_id=tokenizer.eos_token_id,
+                                   prefix_lengths=[e["prefix_length"] for e in extras])
+    assert recorded.top_layers == 2
+    for e, prefix, tail in zip(extras, recorded.prefixes, recorded.tails):
+        torch.testing.assert_close(tail, e["trunk_states"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(prefix, e["prefix_states"], atol=1e-5, rtol=1e-4)
+    unshared = record_trunk_states(three_layers, [e["prompt_ids"] for e in extras[:2]],
+                                   [e["response_ids"] for e in extras[:2]], 2)
+    assert unshared.prefixes == [None, None]  # no shared start: the tail is the whole prompt
+    assert unshared.tails[1].shape == (len(extras[1]["prompt_ids"]) + len(extras[1]["response_ids"]) - 1, 64)
+    torch.testing.assert_close(unshared.tails[1][extras[1]["prefix_length"]:], extras[1]["trunk_states"],
+                               atol=1e-5, rtol=1e-4)
 
 
 def test_policies_without_trunk_layers_record_nothing(three_layers, tokenizer):

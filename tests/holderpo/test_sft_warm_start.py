@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from holderpo.modeling import prepare_for_training, trainable_parameters
@@ -44,6 +45,34 @@ def test_cloning_lowers_the_demonstration_loss(tokenizer, fixture_game_files, ti
     losses = clone_behaviour(model, samples, list(trainable_parameters(model).values()), epochs=4, lr=3e-3,
                              batch_size=4, pad_id=tokenizer.eos_token_id, echo=lambda _: None)
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_cloning_on_recorded_trunk_states_equals_cloning_the_whole_model(tokenizer, fixture_game_files,
+                                                                          tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    def fresh():
+        return prepare_for_training(AutoModelForCausalLM.from_pretrained(tiny_model_dir), "top", top_layers=1)
+
+    samples = demonstration_samples(LLMPolicy(fresh(), tokenizer, decoding=DecodingConfig()), fixture_game_files[:2],
+                                    num_envs=2, num_workers=1)
+    results, trunk_passes_with_grad = [], []
+    for trunk_layers in (None, 1):
+        model = fresh()
+        passes = []  # the frozen block's forward passes while gradients are on, i.e. in the epochs
+        model.model.layers[0].register_forward_hook(lambda *_: passes.append(torch.is_grad_enabled()))
+        losses = clone_behaviour(model, samples, list(trainable_parameters(model).values()), epochs=2, lr=3e-3,
+                                 batch_size=4, pad_id=tokenizer.eos_token_id, trunk_layers=trunk_layers,
+                                 echo=lambda _: None)
+        results.append((losses, {n: p.detach().clone() for n, p in trainable_parameters(model).items()}))
+        trunk_passes_with_grad.append(sum(passes))
+    (whole_losses, whole), (top_losses, top) = results
+    assert trunk_passes_with_grad[0] > 0 and trunk_passes_with_grad[1] == 0  # recorded once, then top only
+    assert top_losses[1] < top_losses[0]  # the weights moved, so the second epoch compares trained blocks
+    np.testing.assert_allclose(top_losses, whole_losses, rtol=1e-4)
+    assert top.keys() == whole.keys() and len(top) > 0
+    for name, weight in whole.items():
+        torch.testing.assert_close(top[name], weight, atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_sft_command_saves_a_checkpoint(tiny_model_dir, tmp_path):
