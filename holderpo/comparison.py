@@ -70,8 +70,9 @@ def paired_rows(rows: Sequence[MethodRow], reports: Mapping[str, Sequence[Mappin
     reference = episodes_after(reports[rows[0].method])
     paired = [rows[0]]
     for row in rows[1:]:
-        difference = paired_difference(reference, episodes_after(reports[row.method]))
-        paired.append(replace(row, difference=difference._asdict()))
+        episodes = episodes_after(reports[row.method])
+        shared = reference.keys() & episodes.keys()  # none: no seed in common yet
+        paired.append(replace(row, difference=paired_difference(reference, episodes)._asdict() if shared else None))
     return paired
 
 

@@ -53,6 +53,11 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     fixed = [f"--{name.replace('_', '-')}" for name in SET_PER_RUN if getattr(args, name) is not None]
     if fixed:
         raise ValueError(f"{', '.join(fixed)}: compare sets these for every run; use --losses, --seeds and --out")
+    from holderpo.config import load_config
+
+    if not load_config(args.config or DEFAULT_CONFIG, _overrides(args)).heldout_games:
+        raise ValueError("--heldout-games: compare scores every method on held-out games; give a folder of them "
+                         "(or a config that has one)")
     return [(loss, seed) for loss in losses for seed in range(args.seeds)]
 
 

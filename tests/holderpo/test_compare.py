@@ -42,6 +42,8 @@ def test_methods_pair_with_the_first_episode_by_episode_on_shared_seeds():
     assert first.difference is None
     assert second.difference["n"] == 2 and second.difference["mean"] == pytest.approx(-0.5)  # seed 0 only
     assert "| -50.0 (-148.0 to +48.0) on 2 |" in markdown_table([first, second])
+    apart = method_rows({"holderpo": holder[1:], "grpo": grpo}, {"holderpo": [[]], "grpo": [[]]})
+    assert apart[1].difference is None  # no seed in common yet: nothing to pair
     alone = method_rows({"grpo": grpo}, {"grpo": [[]]})
     assert alone[0].difference is None and "minus grpo" in markdown_table(alone)
 
@@ -61,6 +63,7 @@ def _compare(*args, timeout=900):
     (["--losses", "holderpo,dpo"], "--losses: expected presets among"),
     (["--seeds", "0"], "--seeds: expected at least 1"),
     (["--seed", "3"], "--seed: compare sets these for every run"),
+    (["--heldout-games", ""], "--heldout-games: compare scores every method on held-out games"),
 ])
 def test_bad_options_stop_before_any_run(tmp_path, flags, message):
     result = _compare(*flags, "--out", str(tmp_path / "cmp"))
