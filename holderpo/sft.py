@@ -73,14 +73,18 @@ def grouped_order(samples: Sequence[Sample], rng: np.random.Generator) -> list[i
 def demonstration_trunk(model, samples: Sequence[Sample], top_layers: int, *, batch_size: int,
                         pad_id: int) -> TrunkStates:
     """The frozen trunk's output over every demonstration, computed in batches without gradients:
-    the epochs then run only the top blocks (see `agents.trunk`)."""
-    prefixes, tails = [], []
-    for start in tqdm(range(0, len(samples), batch_size), desc="trunk states", unit="batch", leave=False):
-        chunk = samples[start: start + batch_size]
+    the epochs then run only the top blocks (see `agents.trunk`). Batches follow the games, so
+    that a game's shared prompt start runs once per batch, not once per sample."""
+    order = sorted(range(len(samples)), key=lambda i: samples[i].prompt_ids[: samples[i].prefix_length])
+    prefixes: list = [None] * len(samples)
+    tails: list = [None] * len(samples)
+    for start in tqdm(range(0, len(order), batch_size), desc="trunk states", unit="batch", leave=False):
+        indices = order[start: start + batch_size]
+        chunk = [samples[i] for i in indices]
         states = record_trunk_states(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
                                      top_layers, pad_id=pad_id, prefix_lengths=[s.prefix_length for s in chunk])
-        prefixes += states.prefixes
-        tails += states.tails
+        for index, prefix, tail in zip(indices, states.prefixes, states.tails):
+            prefixes[index], tails[index] = prefix, tail
     return TrunkStates(top_layers, prefixes, tails)
 
 
