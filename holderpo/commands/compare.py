@@ -82,6 +82,12 @@ def _train_or_reuse(args: argparse.Namespace, loss: str, seed: int) -> Path:
     return run_dir
 
 
+def _finished(out: Path, plan: list[tuple[str, int]]) -> dict[tuple[str, int], Path]:
+    """Every planned run that has finished, wherever it stands in the plan."""
+    folders = {(loss, seed): out / f"{loss}-s{seed}" for loss, seed in plan}
+    return {pair: folder for pair, folder in folders.items() if (folder / "report.json").exists()}
+
+
 def write_summary(out: Path, folders: dict[tuple[str, int], Path], planned: int) -> str:
     """Table, numbers and curves of the runs finished so far; rewritten after every run so that
     an interrupted comparison still shows what it has."""
@@ -106,17 +112,19 @@ def write_summary(out: Path, folders: dict[tuple[str, int], Path], planned: int)
 
 
 def run(args: argparse.Namespace) -> int:
-    folders: dict[tuple[str, int], Path] = {}
     try:
         plan = _plan(args)
         for pair in plan:
-            folders[pair] = _train_or_reuse(args, *pair)
-            table = write_summary(args.out, folders, len(plan))
+            _train_or_reuse(args, *pair)
+            table = write_summary(args.out, _finished(args.out, plan), len(plan))
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}")
         return 2
     except KeyboardInterrupt:
-        print(f"stopped; {args.out / 'comparison.md'} holds the {len(folders)} finished runs; "
+        finished = _finished(args.out, plan)
+        if finished:
+            write_summary(args.out, finished, len(plan))
+        print(f"stopped; {args.out / 'comparison.md'} holds the {len(finished)} finished runs; "
               f"rerun the same command to continue the comparison")
         return 130
     print(table)
