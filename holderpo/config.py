@@ -72,7 +72,7 @@ class TrainConfig:
     estimator: str = _f("grpo", "group advantage", choices=("grpo", "drgrpo", "rloo", "gigpo"))
     gigpo_omega: float = _f(1.0, "gigpo: weight of the step-level term")
     gigpo_gamma: float = _f(0.95, "gigpo: discount of step returns")
-    skip_zero_signal: bool = _f(True, "drop groups whose returns are all equal (no learning signal)")
+    skip_zero_signal: bool = _f(True, "drop episodes whose advantages are all 0 (no learning signal)")
     win_reward: float = _f(10.0, "return of a won episode")
     invalid_penalty: float = _f(0.1, "subtracted from the return per inadmissible or malformed action")
     sample_weighting: str = _f("sample", "sample: every sample weighs the same (long episodes weigh "

@@ -47,17 +47,25 @@ def step_rewards(record: EpisodeRecord, win_reward: float, invalid_penalty: floa
 
 def advantages(records: Sequence[EpisodeRecord], estimator: str, win_reward: float, invalid_penalty: float,
                omega: float = 1.0, gamma: float = 0.95) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
-    """Per-turn advantages of each episode, the returns (N,), and the zero-signal mask (N,)."""
+    """Per-turn advantages of each episode, the returns (N,), and the zero-signal mask (N,).
+
+    An episode has zero signal when every advantage of it is 0: under the episode-level
+    estimators, when its group's returns are all equal; under GiGPO an all-won group still
+    ranks its steps (a shorter win has a higher discounted return), so only its episodes
+    whose step advantages all vanish are marked.
+    """
     returns = torch.tensor([episode_return(r, win_reward, invalid_penalty) for r in records], dtype=torch.float64)
     groups = torch.tensor([r.group for r in records])
     if estimator == "gigpo":
         per_step = gigpo_advantages(
             returns, [step_rewards(r, win_reward, invalid_penalty) for r in records],
             [[turn.observation for turn in r.turns] for r in records], groups, gamma=gamma, omega=omega)
+        zero_signal = torch.tensor([bool((steps == 0).all()) for steps in per_step], dtype=torch.bool)
     else:
         episode = get_estimator(estimator)(returns, groups)
         per_step = [episode[i].expand(len(r.turns)) for i, r in enumerate(records)]
-    return per_step, returns, zero_signal_mask(returns, groups)
+        zero_signal = zero_signal_mask(returns, groups)
+    return per_step, returns, zero_signal
 
 
 def _turn_tokens(turn, replay) -> tuple[list[int], list[int], list[float], list[bool], list, int]:

@@ -203,3 +203,37 @@ def test_gigpo_validates_episode_lists():
     bad_keys = [keys[:-1] if i == 2 else keys for i, keys in enumerate(anchor_keys)]
     with pytest.raises(ValueError, match=r"expected episode 2's step rewards \(L,\) and L anchor keys"):
         gigpo_step_advantages(step_rewards, bad_keys, group_ids)
+
+
+def _played(group: int, observations: list[str], won: bool):
+    """An episode of `group` that saw `observations`, winning on its last step if `won`."""
+    from rollouts.records import EpisodeRecord, TurnRecord
+
+    turns = [TurnRecord(obs, "go", "go", None, admissible=True, malformed=False,
+                        reward=1.0 if won and t == len(observations) - 1 else 0.0)
+             for t, obs in enumerate(observations)]
+    return EpisodeRecord(f"g{group}#{len(observations)}", "game.tw-pddl", f"g{group}", "pick_and_place_simple",
+                         "task", 0, seed=0, group=group, outcome="won" if won else "step-limit", turns=turns)
+
+
+def test_gigpo_keeps_an_all_won_group_whose_steps_differ():
+    from holderpo.samples import advantages
+
+    records = [
+        _played(0, ["start", "table"], won=True),  # all won, one win shorter: the "start" step ranks them
+        _played(0, ["start", "hall", "table"], won=True),
+        _played(1, ["start", "table"], won=True),  # all won the same way: nothing to rank
+        _played(1, ["start", "table"], won=True),
+        _played(2, ["start", "hall"], won=False),  # all lost
+        _played(2, ["start", "table"], won=False),
+        _played(3, ["start", "table"], won=True),  # mixed
+        _played(3, ["start", "hall"], won=False),
+    ]
+    per_step, _, zero_signal = advantages(records, "gigpo", win_reward=10.0, invalid_penalty=0.1)
+    assert zero_signal.tolist() == [False, False, True, True, True, True, False, False]
+    assert float(per_step[0][0]) > 0 > float(per_step[1][0])  # the shorter win's first step is the better one
+    for i in (2, 3, 4, 5):
+        assert all(float(a) == 0 for a in per_step[i])
+    # episode-level estimators see an all-won group as equal returns: no signal there
+    _, _, grpo_zero = advantages(records, "grpo", win_reward=10.0, invalid_penalty=0.1)
+    assert grpo_zero.tolist() == [True, True, True, True, True, True, False, False]
