@@ -29,7 +29,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "compare", help="train several loss presets over several seeds and tabulate held-out success",
         description="Train each preset in --losses with seeds 0..N-1 under one config, then write a "
-                    "table (mean held-out success, its 95%% t interval over seeds, training time) "
+                    "table (mean held-out success, its 95% t interval over seeds, training time) "
                     "and learning curves. Any other flag of `holderpo train` applies to every run.",
     )
     parser.add_argument("--losses", default="holderpo,grpo,gspo,gmpo",
