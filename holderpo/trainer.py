@@ -94,6 +94,16 @@ def rollout_metrics(records: Sequence[EpisodeRecord], returns: torch.Tensor, zer
     }
 
 
+def progress_line(iteration: int, iterations: int, metrics: dict) -> str:
+    """One console line per iteration. An iteration whose groups all won or all lost together
+    has nothing to learn from and makes no update; it says so instead of printing a NaN loss."""
+    update = (f"loss={metrics['loss/policy']:+.4f}" if "loss/policy" in metrics
+              else "no update (every group won or lost together)")
+    return (f"iteration {iteration + 1}/{iterations}  p={metrics['schedule/p']:+.3f}  "
+            f"success={metrics['rollout/success_rate']:.2f}  return={metrics['rollout/return_mean']:+.2f}  "
+            f"samples={metrics['update/samples']}  {update}")
+
+
 # -- the trainer ----------------------------------------------------------------------------------
 class Trainer:
     def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, echo: Callable[[str], None] = print,
@@ -373,10 +383,7 @@ class Trainer:
                         metrics["time/eval"] = time.time() - tick
                     self.state["wall_seconds"] = time.time() - started
                     logger.log(iteration, metrics)
-                    self.echo(f"iteration {iteration + 1}/{cfg.iterations}  p={p:+.3f}  "
-                              f"success={metrics['rollout/success_rate']:.2f}  "
-                              f"return={metrics['rollout/return_mean']:+.2f}  samples={len(samples)}  "
-                              f"loss={metrics.get('loss/policy', float('nan')):+.4f}")
+                    self.echo(progress_line(iteration, cfg.iterations, metrics))
                     if cfg.checkpoint_every and (iteration + 1) % cfg.checkpoint_every == 0:
                         self.save(self.run_dir / "checkpoints" / f"iter_{iteration + 1:04d}")
                 if self._stop_requested and self.state["iteration"] < cfg.iterations:
