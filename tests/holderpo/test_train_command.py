@@ -170,13 +170,13 @@ def test_game_draws_are_a_pure_function_of_iteration(fixture_game_files):
     assert sorted(drawn) == fixture_game_files  # one pass over all games before any repeats
 
 
-
 def test_progress_line_says_when_an_iteration_made_no_update():
     rollout = {"schedule/p": 0.5, "rollout/success_rate": 0.5, "rollout/return_mean": 5.0}
     updated = progress_line(2, 10, rollout | {"update/samples": 40, "loss/policy": 0.125})
     assert updated.startswith("iteration 3/10  p=+0.500") and "samples=40  loss=+0.1250" in updated
     skipped = progress_line(7, 10, rollout | {"update/samples": 0})
     assert "samples=0  no update (every group won or lost together)" in skipped and "nan" not in skipped
+
 
 @pytest.mark.slow
 def test_config_file_run_with_the_embedded_model_on_generated_games(tmp_path):
