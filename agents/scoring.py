@@ -79,7 +79,7 @@ def response_logprobs(
     outputs = _response_outputs(model, prompts, responses, span, pad_id, prefix_lengths, trunk,
                                 hidden=weight is not None)
     if weight is None:
-        outputs = outputs.float()  # logits: reductions in float32
+        outputs = at_least_float32(outputs)  # logits: reductions in float32 or wider
     device = outputs.device
     targets = torch.tensor([[pad_id] * (span - len(r)) + list(r) for r in responses], device=device)
     mask = torch.tensor([[0] * (span - len(r)) + [1] * len(r) for r in responses], dtype=torch.bool).to(device)
@@ -104,8 +104,14 @@ def response_logprobs(
     return Scored(logprobs, mask, entropy.masked_fill(~mask, 0.0) if with_entropy else None)
 
 
+def at_least_float32(values: torch.Tensor) -> torch.Tensor:
+    """`values` in float32, or as they are if wider: bf16 logits are reduced in float32, and a
+    float64 model (the tests' exact comparisons) keeps its precision."""
+    return values.to(torch.promote_types(values.dtype, torch.float32))
+
+
 class _LogitsHead:
-    """Scores from the model's own logits (B, R, V), in float32."""
+    """Scores from the model's own logits (B, R, V), in float32 or wider."""
 
     @staticmethod
     def tokens(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -125,10 +131,10 @@ class _ProjectionHead:
         self.weight = weight
 
     def tokens(self, hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("brh,brkh->brk", hidden, self.weight[index]).float()
+        return at_least_float32(torch.einsum("brh,brkh->brk", hidden, self.weight[index]))
 
     def full(self, hidden: torch.Tensor) -> torch.Tensor:
-        return (hidden @ self.weight.T).float()
+        return at_least_float32(hidden @ self.weight.T)
 
 
 _OUTPUT_MATRICES: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
