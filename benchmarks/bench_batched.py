@@ -20,7 +20,7 @@ from pathlib import Path
 from agents.baselines import RandomAdmissiblePolicy
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
-from eval.evaluate import make_specs
+from rollouts.specs import make_specs
 from rollouts.runner import play_episodes
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"

@@ -22,7 +22,7 @@ from agents.models import load_embedded
 from agents.prompts import PromptConfig
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
-from eval.evaluate import make_specs
+from rollouts.specs import make_specs
 from rollouts.runner import play_episodes
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"

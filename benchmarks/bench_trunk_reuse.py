@@ -27,7 +27,7 @@ from agents.prompts import PromptConfig
 from agents.scoring import TrunkStates, response_logprobs
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
-from eval.evaluate import make_specs
+from rollouts.specs import make_specs
 from holderpo.modeling import prepare_for_training
 from holderpo.samples import build_samples
 from rollouts.runner import play_episodes

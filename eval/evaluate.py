@@ -6,49 +6,15 @@ batch, so a result does not depend on batch size, worker count or which games ra
 
 from __future__ import annotations
 
-import zlib
 from collections import Counter
-from pathlib import Path
 from typing import Callable, Sequence
-
-import numpy as np
 
 from agents.policy import Policy
 from envs.batched import BatchedAlfWorld
-from envs.games import read_task_type
 from eval.stats import pass_at_k, wilson_interval
-from rollouts.records import OUTCOMES, EpisodeRecord, EpisodeSpec
+from rollouts.records import OUTCOMES, EpisodeRecord
 from rollouts.runner import play_episodes
-
-
-def game_id(game: str | Path) -> str:
-    """A stable, readable name for a game: "<task folder>/<trial folder>"."""
-    folder = Path(game).parent
-    return f"{folder.parent.name}/{folder.name}"
-
-
-def episode_seed(seed: int, game: str, sample: int) -> int:
-    """A seed for one episode, from the evaluation seed, the game's id and the sample index."""
-    entropy = [seed, zlib.crc32(game_id(game).encode()), sample]
-    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def make_specs(games: Sequence[str], seed: int, samples: int = 1,
-               max_episodes: int | None = None) -> list[EpisodeSpec]:
-    """Episodes for a sweep over the sorted games, each played `samples` times."""
-    if samples < 1:
-        raise ValueError(f"expected samples >= 1, got {samples}")
-    ordered = sorted(games)
-    if max_episodes is not None:
-        if max_episodes < 1:
-            raise ValueError(f"expected max_episodes >= 1, got {max_episodes}")
-        ordered = ordered[:max_episodes]
-    return [
-        EpisodeSpec(game=game, game_id=game_id(game), task_type=read_task_type(Path(game)),
-                    sample=sample, seed=episode_seed(seed, game, sample), group=index)
-        for index, game in enumerate(ordered)
-        for sample in range(samples)
-    ]
+from rollouts.specs import episode_seed, game_id, make_specs  # noqa: F401  (re-exported: their old home)
 
 
 def evaluate(

@@ -1,11 +1,8 @@
 """Checkpoints written atomically: a crash or a full disk mid-write leaves the previous one usable.
 
-A checkpoint folder holds
-- `model/`: the LoRA adapter, or the whole model (full and top-layer fine-tuning), in
-  transformers' own format, with the tokenizer;
-- `trainer_state.pt`: optimizer state, the iteration it resumes at, and bookkeeping;
-- `holderpo_checkpoint.json`: the resolved config and versions, which also marks the folder as
-  ours so that `holderpo eval --policy FOLDER` knows how to load it.
+The folder layout and how a policy is read back live in `agents.checkpoint_format` (evaluation
+loads policies without importing the trainer); this module writes checkpoints and reads the
+trainer's own state for resume.
 """
 
 from __future__ import annotations
@@ -19,11 +16,17 @@ from typing import Any
 
 import torch
 
-MARKER = "holderpo_checkpoint.json"
+from agents.checkpoint_format import (  # re-exported: public names of this module before the split
+    MARKER,
+    MODEL_FOLDER,
+    TRAINER_STATE,
+    CheckpointError,
+    read_info,
+)
+from agents.models import load_checkpoint_model
 
-
-class CheckpointError(OSError):
-    """A checkpoint could not be written or read; the message says which and why."""
+__all__ = ["MARKER", "CheckpointError", "latest_checkpoint", "load_checkpoint_model", "load_trainer_state",
+           "read_info", "save_checkpoint"]
 
 
 def save_checkpoint(target: Path, model, tokenizer, optimizer, state: dict[str, Any], info: dict[str, Any]) -> None:
@@ -32,9 +35,9 @@ def save_checkpoint(target: Path, model, tokenizer, optimizer, state: dict[str, 
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(staging / "model")
-        tokenizer.save_pretrained(staging / "model")
-        torch.save({"optimizer": optimizer.state_dict() if optimizer else None, **state}, staging / "trainer_state.pt")
+        model.save_pretrained(staging / MODEL_FOLDER)
+        tokenizer.save_pretrained(staging / MODEL_FOLDER)
+        torch.save({"optimizer": optimizer.state_dict() if optimizer else None, **state}, staging / TRAINER_STATE)
         (staging / MARKER).write_text(json.dumps(info, indent=2))
         if target.exists():
             retired = target.with_name(f".{target.name}.old")
@@ -50,15 +53,8 @@ def save_checkpoint(target: Path, model, tokenizer, optimizer, state: dict[str, 
                               "(if any) is intact; free disk space and resume from it.") from error
 
 
-def read_info(folder: Path) -> dict[str, Any]:
-    marker = Path(folder) / MARKER
-    if not marker.is_file():
-        raise CheckpointError(f"{folder} is not a holderpo checkpoint (no {MARKER})")
-    return json.loads(marker.read_text())
-
-
 def load_trainer_state(folder: Path) -> dict[str, Any]:
-    return torch.load(Path(folder) / "trainer_state.pt", weights_only=False)
+    return torch.load(Path(folder) / TRAINER_STATE, weights_only=False)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -68,18 +64,3 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if (final / MARKER).is_file():
         candidates.append(final)
     return max(candidates, key=lambda p: read_info(p)["iteration"], default=None)
-
-
-def load_checkpoint_model(folder: Path, dtype: str = "float32", device: str = "cpu"):
-    """`(model, tokenizer)` of a checkpoint: a LoRA adapter is applied to its base model."""
-    from agents.models import load_model
-
-    folder = Path(folder)
-    info = read_info(folder)
-    model_dir = folder / "model"
-    if (model_dir / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        base, tokenizer = load_model(info["config"]["model"], dtype, device)
-        return PeftModel.from_pretrained(base, model_dir).merge_and_unload().eval(), tokenizer
-    return load_model(str(model_dir), dtype, device)

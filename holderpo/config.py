@@ -175,3 +175,9 @@ def add_config_flags(parser) -> None:
         if f.metadata.get("choices"):
             kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(f"--{_flag(f.name)}", dest=f.name, **kwargs)
+
+
+def config_overrides(args) -> dict[str, Any]:
+    """The config options given as flags on a parsed command line (None: not given)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}

@@ -19,7 +19,7 @@ from agents.baselines import WalkthroughPolicy
 from agents.llm_policy import LLMPolicy
 from agents.scoring import TrunkStates, record_trunk_states, response_logprobs
 from envs.batched import BatchedAlfWorld
-from eval.evaluate import make_specs
+from rollouts.specs import make_specs
 from holderpo.samples import Sample, right_aligned
 from rollouts.runner import play_episodes
 

@@ -8,9 +8,7 @@ checkpoints and exact resume sit around that loop.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import signal
 import time
 from dataclasses import replace
@@ -19,7 +17,6 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-import yaml
 from tqdm import tqdm
 
 from agents.baselines import RandomAdmissiblePolicy
@@ -29,8 +26,8 @@ from agents.prompts import PromptConfig
 from agents.scoring import TrunkStates, response_logprobs
 from agents.trunk import top_blocks_reproduce
 from envs.batched import BatchedAlfWorld
-from envs.games import read_task_type, resolve_games
-from eval.evaluate import game_id, make_specs, summarize
+from envs.games import resolve_games
+from eval.evaluate import summarize
 from eval.stats import paired_difference
 from holderpo.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from holderpo.config import TrainConfig
@@ -41,8 +38,9 @@ from holderpo.run_logging import RunLogger, plot_metrics
 from holderpo.samples import Sample, advantages, build_samples, right_aligned
 from holderpo.schedules import make_schedule
 from holderpo.sft import clone_behaviour, demonstration_samples
-from rollouts.records import EpisodeRecord, EpisodeSpec
+from rollouts.records import EpisodeRecord
 from rollouts.runner import play_episodes
+from rollouts.specs import iteration_games, iteration_specs, make_specs
 from rollouts.transcripts import TranscriptWriter
 
 
@@ -51,37 +49,6 @@ class TrainingDiverged(RuntimeError):
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
-def iteration_games(games: Sequence[str], iteration: int, per_iteration: int, seed: int) -> list[str]:
-    """The games of one iteration: consecutive draws from seeded permutations of the game list.
-
-    A pure function of its arguments, so a resumed run draws exactly what the original would.
-    """
-    drawn = []
-    for k in range(iteration * per_iteration, (iteration + 1) * per_iteration):
-        epoch, position = divmod(k, len(games))
-        order = np.random.default_rng(np.random.SeedSequence([seed, epoch])).permutation(len(games))
-        drawn.append(games[order[position]])
-    return drawn
-
-
-def iteration_specs(games: Sequence[str], iteration: int, group_size: int, seed: int) -> list[EpisodeSpec]:
-    """G episodes per game; group g holds game g; seeds from (run seed, iteration, group, sample)."""
-    return [
-        EpisodeSpec(game=game, game_id=game_id(game), task_type=read_task_type(Path(game)), sample=sample,
-                    seed=int(np.random.SeedSequence([seed, iteration, group, sample]).generate_state(1)[0]),
-                    group=group)
-        for group, game in enumerate(games) for sample in range(group_size)
-    ]
-
-
-def games_fingerprint(paths: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(paths):
-        digest.update(game_id(path).encode())
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
-    return digest.hexdigest()
-
-
 def rollout_metrics(records: Sequence[EpisodeRecord], returns: torch.Tensor, zero_signal: torch.Tensor) -> dict:
     steps = sum(r.steps for r in records)
     return {
@@ -420,40 +387,3 @@ class Trainer:
         if final:
             plot_metrics(metrics_path, self.run_dir / "curves.png")
         return report
-
-
-def ensure_games(config: TrainConfig, echo: Callable[[str], None] = print) -> None:
-    """Generate the train / held-out games first where the config asks for it and none are there.
-
-    The games are built in a scratch folder beside the target and moved into place only when all
-    are written, so an interrupted generation is redone by the next run, never reused half-done.
-    """
-    from envs.generator import SPLITS, generate_games
-
-    for source, count in ((config.train_games, config.generate_train), (config.heldout_games, config.generate_heldout)):
-        folder = Path(source)
-        if not count or not source or source.startswith("official:") or any(folder.rglob("game.tw-pddl")):
-            continue
-        if folder.name not in SPLITS:
-            raise ValueError(f"generated games go to <root>/<split>: expected a games folder ending in one of "
-                             f"{list(SPLITS)}, got {source}")
-        echo(f"generating {count} {config.generate_size} games in {folder} (once; later runs reuse them)")
-        scratch = folder.parent / f".generating-{folder.name}"
-        generate_games(scratch, count, config.generate_seed, split=folder.name, size=config.generate_size,
-                       overwrite=True, workers=os.cpu_count() or 1)  # the games do not depend on the worker count
-        if folder.exists():
-            folder.rmdir()  # an empty leftover: it held no games
-        os.replace(scratch / folder.name, folder)
-        scratch.rmdir()
-
-
-def write_run_info(config: TrainConfig, run_dir: Path, train_games: Sequence[str], heldout: Sequence[str]) -> None:
-    """The resolved config, seed, versions and a fingerprint of the game data."""
-    from holderpo.commands.doctor import package_versions
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    info = {"seed": config.seed, "versions": package_versions(),
-            "train_games": {"count": len(train_games), "sha256": games_fingerprint(train_games)},
-            "heldout_games": {"count": len(heldout), "sha256": games_fingerprint(heldout) if heldout else None}}
-    (run_dir / "run_info.json").write_text(json.dumps(info, indent=2))

@@ -18,8 +18,6 @@ import argparse
 import json
 from pathlib import Path
 
-from holderpo.commands.train import DEFAULT_CONFIG, _overrides, print_report, start_run
-
 SET_PER_RUN = ("preset", "seed", "name", "runs_dir")  # compare chooses these for each run
 
 
@@ -53,9 +51,10 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     fixed = [f"--{name.replace('_', '-')}" for name in SET_PER_RUN if getattr(args, name) is not None]
     if fixed:
         raise ValueError(f"{', '.join(fixed)}: compare sets these for every run; use --losses, --seeds and --out")
-    from holderpo.config import load_config
+    from holderpo.config import config_overrides, load_config
+    from holderpo.run_folder import DEFAULT_CONFIG
 
-    if not load_config(args.config or DEFAULT_CONFIG, _overrides(args)).heldout_games:
+    if not load_config(args.config or DEFAULT_CONFIG, config_overrides(args)).heldout_games:
         raise ValueError("--heldout-games: compare scores every method on held-out games; give a folder of them "
                          "(or a config that has one)")
     return [(loss, seed) for loss in losses for seed in range(args.seeds)]
@@ -63,7 +62,9 @@ def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
 
 def _train_or_reuse(args: argparse.Namespace, loss: str, seed: int) -> Path:
     from holderpo.checkpoint import MARKER
-    from holderpo.config import load_config
+    from holderpo.config import config_overrides, load_config
+    from holderpo.report import report_lines
+    from holderpo.run_folder import DEFAULT_CONFIG, start_run
 
     run_dir = args.out / f"{loss}-s{seed}"
     if (run_dir / "report.json").exists():
@@ -71,14 +72,14 @@ def _train_or_reuse(args: argparse.Namespace, loss: str, seed: int) -> Path:
         return run_dir
     resume = (run_dir / "checkpoints").is_dir()
     source = run_dir / "config.yaml" if resume else (args.config or DEFAULT_CONFIG)
-    overrides = _overrides(args) | {"preset": loss, "seed": seed, "name": run_dir.name, "runs_dir": str(args.out)}
+    overrides = config_overrides(args) | {"preset": loss, "seed": seed, "name": run_dir.name, "runs_dir": str(args.out)}
     warm = sorted(args.out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
     trainer = start_run(load_config(source, overrides), run_dir if resume else None,
                         warm[0].parent if warm and not resume else None)
     report = trainer.train()
     if not report:
         raise KeyboardInterrupt  # stopped with Ctrl-C: the run saved; rerun compare to go on
-    print_report(report)
+    print("\n".join(report_lines(report)))
     return run_dir
 
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
-import platform
 
-PACKAGES = ("alfworld", "textworld", "torch", "transformers", "gymnasium")
 PROBE_ACTION = "take apple 1 from countertop 1"
 
 
@@ -19,16 +16,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-model", action="store_true", help="do not load the model")
     return parser
-
-
-def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 def check_embedded_model() -> list[str]:
@@ -60,6 +47,7 @@ def check_embedded_model() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from envs.games import alfworld_data_dir, official_splits_present
+    from eval.results import package_versions
 
     for name, version in package_versions().items():
         print(f"{name:>12}: {version}")

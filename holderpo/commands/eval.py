@@ -8,15 +8,11 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from pathlib import Path
 
+from eval.results import RESULTS_FILE, TRANSCRIPT_FILE
+
 SCRIPTED = ("expert", "random")
-RESULTS_FILE = "results.json"
-TRANSCRIPT_FILE = "transcripts.jsonl"
-ADAPTER_CONFIG = "adapter_config.json"  # what peft writes beside a LoRA adapter
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -57,19 +53,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def write_json_atomic(path: Path, value) -> None:
-    """Write JSON next to its target, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def print_summary(summary: dict, title: str) -> None:
     """The results table (a row per task type and an overall row) and the sweep's totals.
 
@@ -100,38 +83,6 @@ def print_summary(summary: dict, title: str) -> None:
                   markup=False, highlight=False)
 
 
-def load_policy_model(name: str):
-    """`(model, tokenizer)` for `--policy`, by what the name points at:
-
-    - a training checkpoint (`runs/<name>/final`, marked by `holderpo_checkpoint.json`): loaded
-      the trainer's way, a LoRA adapter applied to the base model its config names;
-    - any other folder holding a LoRA adapter (`adapter_config.json`): peft finds the base model
-      from that file;
-    - anything else (embedded, a full model folder, a Hugging Face id): `agents.models.load_model`.
-
-    Adapters are merged into the base weights, so generation runs a plain model at full speed.
-    """
-    from agents.models import load_model
-    from holderpo.checkpoint import MARKER, load_checkpoint_model
-
-    folder = Path(name).expanduser()
-    if (folder / MARKER).is_file():
-        return load_checkpoint_model(folder)
-    if not (folder / ADAPTER_CONFIG).is_file():
-        return load_model(name)
-    try:
-        from peft import AutoPeftModelForCausalLM
-    except ImportError:
-        raise FileNotFoundError(f"{folder} holds a LoRA adapter ({ADAPTER_CONFIG}), which needs the "
-                                "`peft` package: pip install peft") from None
-    from transformers import AutoTokenizer
-
-    model = AutoPeftModelForCausalLM.from_pretrained(folder).merge_and_unload()
-    has_tokenizer = (folder / "tokenizer_config.json").is_file()
-    tokenizer = AutoTokenizer.from_pretrained(folder if has_tokenizer else model.name_or_path)
-    return model.eval(), tokenizer
-
-
 def make_policy(args: argparse.Namespace):
     """A scripted baseline by name, or a model policy with the decoding options given."""
     from agents.baselines import BASELINES
@@ -141,30 +92,17 @@ def make_policy(args: argparse.Namespace):
     from agents.llm_policy import DecodingConfig, LLMPolicy
     from agents.prompts import PromptConfig
 
+    from agents.models import load_policy_model
+
     model, tokenizer = load_policy_model(args.policy)
     return LLMPolicy(model, tokenizer, PromptConfig(context=args.context, output_format=args.output_format),
                      DecodingConfig(decoding=args.decoding, temperature=args.temperature), name=args.policy)
 
 
-def results_json(summary: dict, records, args: argparse.Namespace) -> dict:
-    """What `OUT/results.json` holds: the summary, the run's settings and versions, and one
-    entry per episode (which `--compare` pairs on `episode_id`)."""
-    from holderpo.commands.doctor import package_versions
-
-    return {
-        **summary, "policy": args.policy, "games": str(args.games), "seed": args.seed,
-        "samples": args.samples, "max_steps": args.max_steps, "versions": package_versions(),
-        "episode_results": [
-            {"episode_id": r.episode_id, "game": r.game, "game_id": r.game_id, "sample": r.sample,
-             "task_type": r.task_type, "outcome": r.outcome, "steps": r.steps, "error": r.error}
-            for r in records
-        ],
-    }
-
-
 def run_sweep(args: argparse.Namespace) -> int:
     from envs.games import MissingDataError, resolve_games
     from eval.evaluate import evaluate, summarize
+    from eval.results import results_json, write_json_atomic
     from rollouts.transcripts import TranscriptWriter
 
     try:
@@ -190,40 +128,15 @@ def run_sweep(args: argparse.Namespace) -> int:
     summary = summarize(records, k=args.samples)
     print_summary(summary, f"{args.policy} on {args.games} (seed {args.seed}, {args.samples} sample(s) per game)")
     if args.out is not None:
-        write_json_atomic(args.out / RESULTS_FILE, results_json(summary, records, args))
+        write_json_atomic(args.out / RESULTS_FILE, results_json(
+            summary, records, policy=args.policy, games=str(args.games), seed=args.seed, samples=args.samples,
+            max_steps=args.max_steps))
         print(f"wrote {args.out / RESULTS_FILE} and {args.out / TRANSCRIPT_FILE}")
     return 0
 
 
-def read_results(path: Path) -> dict:
-    """A results file written by `holderpo eval --out` (or the folder holding it), checked
-    for the per-episode entries that a comparison needs."""
-    path = path / RESULTS_FILE if path.is_dir() else path
-    hint = "write one with `holderpo eval ... --out DIR`"
-    if not path.is_file():
-        raise ValueError(f"{path}: no such results file; {hint}")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    if not text.strip():
-        raise ValueError(f"{path}: the file is empty (an interrupted run?); {hint}")
-    try:
-        results = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); {hint}") from None
-    episodes = results.get("episode_results") if isinstance(results, dict) else None
-    if not isinstance(episodes, list):
-        raise ValueError(f"{path}: expected a JSON object with a list 'episode_results', got none "
-                         f"(written by an older evaluator?); {hint}")
-    if not episodes:
-        raise ValueError(f"{path}: holds no episodes (the sweep played nothing); {hint}")
-    return results
-
-
-def episode_scores(results: dict) -> dict[str, float]:
-    """episode_id -> 1.0 if won else 0.0."""
-    return {entry["episode_id"]: float(entry["outcome"] == "won") for entry in results["episode_results"]}
-
-
 def _describe(label: str, path: Path, results: dict) -> str:
+    from eval.results import episode_scores
     from eval.stats import wilson_interval
 
     scores = episode_scores(results)
@@ -235,6 +148,7 @@ def _describe(label: str, path: Path, results: dict) -> str:
 
 def run_compare(path_a: Path, path_b: Path) -> int:
     """Print each file's success rate and the paired difference B - A on their shared episodes."""
+    from eval.results import episode_scores, read_results
     from eval.stats import paired_difference
 
     loaded, failed = {}, False

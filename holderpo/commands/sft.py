@@ -27,12 +27,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from holderpo.commands.train import _overrides
-    from holderpo.config import load_config
-    from holderpo.trainer import Trainer, write_run_info
+    from holderpo.config import config_overrides, load_config
+    from holderpo.run_folder import write_run_info
+    from holderpo.trainer import Trainer
 
     try:
-        config = load_config(args.config, _overrides(args))
+        config = load_config(args.config, config_overrides(args))
         config.sft_epochs = config.sft_epochs or 3
         config.name = config.name or f"sft-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         run_dir = Path(config.runs_dir) / config.name

@@ -147,7 +147,7 @@ def checkpoints(tmp_path_factory, tokenizer, tiny_model) -> dict[str, Path]:
 def test_adapters_load_merged_with_their_base(checkpoints, tokenizer):
     import torch
 
-    from holderpo.commands.eval import load_policy_model
+    from agents.models import load_policy_model
 
     base, _ = load_policy_model(str(checkpoints["full"]))
     ids = torch.tensor([tokenizer.encode("go to fridge 1")])

@@ -225,7 +225,7 @@ name: embedded
 def test_interrupted_game_generation_is_redone_not_reused(tmp_path, monkeypatch):
     from envs.generator import writer
     from holderpo.config import TrainConfig
-    from holderpo.trainer import ensure_games
+    from holderpo.run_folder import ensure_games
 
     target = tmp_path / "games" / "train"
     config = TrainConfig(train_games=str(target), generate_train=2)
