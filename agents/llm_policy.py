@@ -2,21 +2,21 @@
 
 `LLMPolicy.act` builds one prompt per live episode, generates all responses in one batched
 call (constrained to the admissible commands, or free), parses them, and returns decisions
-whose `extras` hold what the loss needs: prompt and response token ids, the sampling log-probs,
-forced-token flags and the loss mask over the response.
+whose `tokens` (an `agents.policy.TokenRecord`) hold what the loss needs: prompt and response
+token ids, the sampling log-probs, forced-token flags and the loss mask over the response.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
 from agents.constrained import ACTION, THINK, ActionConstraint
 from agents.generation import Generation, generate
 from agents.parsing import REACT, parse_output
-from agents.policy import Decision, Turn
+from agents.policy import Decision, TokenRecord, Turn
 from agents.prefix_cache import PrefixCache, common_prefix_length
 from agents.prompts import PromptConfig, full_messages, step_messages
 
@@ -50,8 +50,15 @@ class LLMPolicy:
 
     needs_expert = False
 
-    def __init__(self, model, tokenizer, prompt: PromptConfig = PromptConfig(),
-                 decoding: DecodingConfig = DecodingConfig(), name: str = "llm", trunk_layers: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        prompt: PromptConfig = PromptConfig(),
+        decoding: DecodingConfig = DecodingConfig(),
+        name: str = "llm",
+        trunk_layers: int | None = None,
+    ):
         """`trunk_layers`: record, for training, the hidden states entering that block from the
         top (see `agents.trunk`); only where the blocks below it are frozen."""
         self.model, self.tokenizer = model, tokenizer
@@ -68,8 +75,11 @@ class LLMPolicy:
         self._think_close = self._encode("</think>") if react else None
         self._action_open = self._encode("\n<action>") if react else []
         self._conversations: dict[str, list[int]] = {}  # full mode: each episode's tokens so far
-        self.prefix_cache = (PrefixCache(model, trunk_layers=trunk_layers)
-                             if decoding.cache_prefixes and self.prompt.context == "step" else None)
+        self.prefix_cache = (
+            PrefixCache(model, trunk_layers=trunk_layers)
+            if decoding.cache_prefixes and self.prompt.context == "step"
+            else None
+        )
         self._stems: dict[tuple[str, str], list[int]] = {}  # (task, intro) -> tokens all its prompts begin with
 
     # -- prompts -----------------------------------------------------------------------------
@@ -84,7 +94,7 @@ class LLMPolicy:
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         suffix = text.split(marker)[-1]
         if ended_with_eos and suffix.startswith(self.tokenizer.eos_token):
-            suffix = suffix[len(self.tokenizer.eos_token):]
+            suffix = suffix[len(self.tokenizer.eos_token) :]
         return self._encode(suffix)
 
     def prompt_ids(self, turn: Turn) -> list[int]:
@@ -93,8 +103,9 @@ class LLMPolicy:
         admissible = list(turn.info["admissible_commands"])
         intro = _intro(turn)
         if self.prompt.context == "step":
-            return self._render(step_messages(self.prompt, turn.info["task"], intro, turn.history,
-                                              turn.observation, admissible))
+            return self._render(
+                step_messages(self.prompt, turn.info["task"], intro, turn.history, turn.observation, admissible)
+            )
         if turn.turn == 0 or turn.episode_id not in self._conversations:
             ids = self._render(full_messages(self.prompt, intro, (), [], turn.observation, admissible))
             return ids
@@ -118,14 +129,22 @@ class LLMPolicy:
         None where prefixes are not cached."""
         if self.prefix_cache is None:
             return None
-        return [min(common_prefix_length(prompt, self._stem(turn.info["task"], _intro(turn))), len(prompt) - 1)
-                for turn, prompt in zip(turns, prompts)]
+        return [
+            min(common_prefix_length(prompt, self._stem(turn.info["task"], _intro(turn))), len(prompt) - 1)
+            for turn, prompt in zip(turns, prompts)
+        ]
 
     # -- constraint and loss mask -------------------------------------------------------------
     def constraint(self, admissible: Sequence[str]) -> ActionConstraint:
         """The decoding constraint of a turn (training replays it to rebuild the masks)."""
-        return ActionConstraint([self._encode(c) for c in sorted(admissible)], self._action_end, self._eos,
-                                self._think_close, self._action_open, self.decoding.max_think_tokens)
+        return ActionConstraint(
+            [self._encode(c) for c in sorted(admissible)],
+            self._action_end,
+            self._eos,
+            self._think_close,
+            self._action_open,
+            self.decoding.max_think_tokens,
+        )
 
     def demonstration_ids(self, command: str) -> list[int]:
         """The response tokens that play `command` (with an empty thought in the react format):
@@ -161,16 +180,24 @@ class LLMPolicy:
     # -- acting -------------------------------------------------------------------------------
     def act(self, turns: Sequence[Turn]) -> list[Decision]:
         prompts = [self.prompt_ids(turn) for turn in turns]
-        constraints = [self.constraint(turn.info["admissible_commands"]) if self.constrained else None
-                       for turn in turns]
+        constraints = [
+            self.constraint(turn.info["admissible_commands"]) if self.constrained else None for turn in turns
+        ]
         prefix_lengths = self.prefix_lengths(turns, prompts)
         budget = self.decoding.max_new_tokens
         if self.constrained:  # never cut a constrained response short of its command
             budget = max(budget, *(c.max_length for c in constraints))
         generations = generate(
-            self.model, self.tokenizer, prompts, [turn_seed(t.seed, t.turn) for t in turns], constraints,
-            max_new_tokens=budget, temperature=self.decoding.temperature,
-            top_p=self.decoding.top_p, prefix_lengths=prefix_lengths, prefix_cache=self.prefix_cache,
+            self.model,
+            self.tokenizer,
+            prompts,
+            [turn_seed(t.seed, t.turn) for t in turns],
+            constraints,
+            max_new_tokens=budget,
+            temperature=self.decoding.temperature,
+            top_p=self.decoding.top_p,
+            prefix_lengths=prefix_lengths,
+            prefix_cache=self.prefix_cache,
             stop_strings=() if self.constrained or self.prompt.output_format != REACT else ("</action>",),
             trunk_layers=self.trunk_layers,
         )
@@ -179,26 +206,44 @@ class LLMPolicy:
             parsed = parse_output(generation.text, self.prompt.output_format, turn.info["admissible_commands"])
             if self.prompt.context == "full":
                 self._conversations[turn.episode_id] = prompt + generation.response_ids
-            decisions.append(Decision(
-                action=parsed.action, response=generation.text, thought=parsed.thought,
-                malformed=parsed.malformed,
-                extras={
-                    "prompt_ids": prompt, "response_ids": generation.response_ids,
-                    "logprobs": generation.logprobs, "forced": generation.forced,
-                    "loss_mask": self._loss_mask(generation, constraint), "finish": generation.finish,
-                    "status": parsed.status, "admissible": sorted(turn.info["admissible_commands"]),
-                    "prefix_length": prefix_lengths[index] if prefix_lengths else 0,
-                    **self._trunk_extras(prompt, prefix_lengths[index] if prefix_lengths else 0, generation),
-                },
-            ))
+            prefix_length = prefix_lengths[index] if prefix_lengths else 0
+            decisions.append(
+                Decision(
+                    action=parsed.action,
+                    response=generation.text,
+                    thought=parsed.thought,
+                    malformed=parsed.malformed,
+                    status=parsed.status,
+                    finish=generation.finish,
+                    tokens=self._token_record(turn, prompt, prefix_length, generation, constraint),
+                )
+            )
         return decisions
 
-    def _trunk_extras(self, prompt: list[int], prefix_length: int, generation: Generation) -> dict:
-        """The recorded trunk states of a turn: over its prompt's shared prefix and over the rest."""
-        if not self.trunk_layers:
-            return {}
-        prefix = self.prefix_cache.trunk_states(tuple(prompt[:prefix_length])) if prefix_length else None
-        return {"trunk_states": generation.trunk_states, "prefix_states": prefix}
+    def _token_record(
+        self,
+        turn: Turn,
+        prompt: list[int],
+        prefix_length: int,
+        generation: Generation,
+        constraint: ActionConstraint | None,
+    ) -> TokenRecord:
+        """What the loss needs of a turn; trunk states only with `trunk_layers` (the prefix's
+        from the cache, which holds them once per game)."""
+        prefix_states = None
+        if self.trunk_layers and prefix_length:
+            prefix_states = self.prefix_cache.trunk_states(tuple(prompt[:prefix_length]))
+        return TokenRecord(
+            prompt_ids=prompt,
+            response_ids=generation.response_ids,
+            logprobs=generation.logprobs,
+            forced=generation.forced,
+            loss_mask=self._loss_mask(generation, constraint),
+            admissible=sorted(turn.info["admissible_commands"]),
+            prefix_length=prefix_length,
+            trunk_states=generation.trunk_states,
+            prefix_states=prefix_states,
+        )
 
 
 def _intro(turn: Turn) -> str:

@@ -22,8 +22,8 @@ from agents.models import load_embedded
 from agents.prompts import PromptConfig
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
-from rollouts.specs import make_specs
 from rollouts.runner import play_episodes
+from rollouts.specs import make_specs
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
 
@@ -33,10 +33,15 @@ def measure(policy: LLMPolicy, specs, num_envs: int, max_steps: int) -> dict:
         start = time.perf_counter()
         records = play_episodes(batch, policy, specs)
         elapsed = time.perf_counter() - start
-    tokens = sum(len(t.extras["response_ids"]) for r in records for t in r.turns)
+    tokens = sum(len(t.tokens.response_ids) for r in records for t in r.turns)
     steps = sum(r.steps for r in records)
-    return {"seconds": elapsed, "tokens_per_s": tokens / elapsed, "steps_per_s": steps / elapsed,
-            "tokens": tokens, "steps": steps}
+    return {
+        "seconds": elapsed,
+        "tokens_per_s": tokens / elapsed,
+        "steps_per_s": steps / elapsed,
+        "tokens": tokens,
+        "steps": steps,
+    }
 
 
 def main() -> None:
@@ -54,12 +59,19 @@ def main() -> None:
         policy = LLMPolicy(model, tokenizer, PromptConfig(), DecodingConfig(decoding, max_new_tokens))
         batched = measure(policy, specs, len(specs), args.max_steps)
         alone = measure(policy, specs, 1, args.max_steps)
-        report[decoding] = {"batched": batched, "one_at_a_time": alone,
-                            "speedup_tokens_per_s": batched["tokens_per_s"] / alone["tokens_per_s"],
-                            "speedup_steps_per_s": batched["steps_per_s"] / alone["steps_per_s"]}
+        report[decoding] = {
+            "batched": batched,
+            "one_at_a_time": alone,
+            "speedup_tokens_per_s": batched["tokens_per_s"] / alone["tokens_per_s"],
+            "speedup_steps_per_s": batched["steps_per_s"] / alone["steps_per_s"],
+        }
     uncached = LLMPolicy(model, tokenizer, PromptConfig(), DecodingConfig("constrained", 64, cache_prefixes=False))
-    report["constrained"]["batched_without_prefix_cache"] = without = measure(uncached, specs, len(specs), args.max_steps)
-    report["constrained"]["prefix_cache_speedup"] = report["constrained"]["batched"]["steps_per_s"] / without["steps_per_s"]
+    report["constrained"]["batched_without_prefix_cache"] = without = measure(
+        uncached, specs, len(specs), args.max_steps
+    )
+    report["constrained"]["prefix_cache_speedup"] = (
+        report["constrained"]["batched"]["steps_per_s"] / without["steps_per_s"]
+    )
     report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(report, indent=2))
 

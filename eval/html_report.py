@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-from typing import Sequence
 
-from eval.evaluate import summarize
-from eval.replay import Episode, distinct_response, episode_header, records_from_transcript, turn_flags
-from rollouts.records import OUTCOMES
+from eval.evaluate import GroupStats, summarize
+from eval.replay import distinct_response, episode_header, turn_flags
+from rollouts.records import OUTCOMES, EpisodeRecord, TurnRecord
 
 OUTCOME_FILTERS = ("all", "won", "failed", *OUTCOMES[1:])  # failed: step-limit or errored
 
@@ -90,28 +90,29 @@ def _percent(value: float) -> str:
     return f"{100 * value:.1f}%"
 
 
-def _ci(row: dict) -> str:
-    low, high = row["success_ci95"]
+def _ci(row: GroupStats) -> str:
+    low, high = row.success_ci95
     return f"{100 * low:.1f}-{100 * high:.1f}%"
 
 
-def _summary_html(episodes: Sequence[Episode], problems: Sequence[str]) -> str:
-    summary = summarize(records_from_transcript(episodes))
-    outcomes = ", ".join(f"{name} {count}" for name, count in summary["outcomes"].items())
+def _summary_html(episodes: Sequence[EpisodeRecord], problems: Sequence[str]) -> str:
+    summary = summarize(episodes)
+    overall = summary.overall
+    outcomes = ", ".join(f"{name} {count}" for name, count in overall.outcomes.items())
     rows = "".join(
-        f"<tr><td>{escape(name)}</td><td>{row['episodes']}</td><td>{_percent(row['success_rate'])}</td>"
-        f"<td>{_ci(row)}</td><td>{row['outcomes']['won']}</td><td>{row['outcomes']['step-limit']}</td>"
-        f"<td>{row['outcomes']['errored']}</td></tr>"
-        for name, row in [*summary["by_task_type"].items(), ("overall", summary)]
+        f"<tr><td>{escape(name)}</td><td>{row.episodes}</td><td>{_percent(row.success_rate)}</td>"
+        f"<td>{_ci(row)}</td><td>{row.outcomes['won']}</td><td>{row.outcomes['step-limit']}</td>"
+        f"<td>{row.outcomes['errored']}</td></tr>"
+        for name, row in summary.rows()
     )
     problem_items = "".join(f"<li>{escape(problem)}</li>" for problem in problems)
     return (
-        f'<section id="summary"><p id="summary-line"><b>{summary["episodes"]}</b> episodes; success '
-        f'<b>{_percent(summary["success_rate"])}</b> (Wilson 95% CI {_ci(summary)}); '
-        f'pass@{summary["k"]} {_percent(summary["pass_at_k"])}; outcomes: {escape(outcomes)}; '
-        f'admissible actions {_percent(summary["admissible_rate"])}</p>'
+        f'<section id="summary"><p id="summary-line"><b>{overall.episodes}</b> episodes; success '
+        f"<b>{_percent(overall.success_rate)}</b> (Wilson 95% CI {_ci(overall)}); "
+        f"pass@{summary.k} {_percent(overall.pass_at_k)}; outcomes: {escape(outcomes)}; "
+        f"admissible actions {_percent(overall.admissible_rate)}</p>"
         '<table id="by-task-type"><thead><tr><th>task type</th><th>episodes</th><th>success</th>'
-        '<th>95% CI</th><th>won</th><th>step-limit</th><th>errored</th></tr></thead>'
+        "<th>95% CI</th><th>won</th><th>step-limit</th><th>errored</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
         + (f'<ul class="problems">{problem_items}</ul>' if problems else "")
         + "</section>"
@@ -127,42 +128,40 @@ def _filter_group(name: str, label: str, values: Sequence[str]) -> str:
     return f'<div class="filter" data-filter="{name}">{label}: {buttons}</div>'
 
 
-def _turn_html(turn: dict) -> str:
+def _turn_html(turn: TurnRecord) -> str:
     flags = "".join(f'<span class="flag {flag}">{flag}</span> ' for flag in turn_flags(turn))
-    parts = [f'<div>{flags}reward {float(turn.get("reward", 0.0)):g}</div>',
-             f'<pre class="observation">{escape(str(turn.get("observation", "")))}</pre>']
-    if turn.get("thought"):
-        parts.append(f'<pre class="thought"><i>thought:</i> {escape(str(turn["thought"]))}</pre>')
+    parts = [f"<div>{flags}reward {turn.reward:g}</div>", f'<pre class="observation">{escape(turn.observation)}</pre>']
+    if turn.thought:
+        parts.append(f'<pre class="thought"><i>thought:</i> {escape(turn.thought)}</pre>')
     response = distinct_response(turn)
     if response is not None:
         parts.append(f'<pre class="response"><i>response:</i> {escape(response)}</pre>')
-    parts.append(f'<pre class="action">&gt; {escape(str(turn.get("action", "")))}</pre>')
+    parts.append(f'<pre class="action">&gt; {escape(turn.action)}</pre>')
     return f'<li class="turn">{"".join(parts)}</li>'
 
 
-def _episode_html(episode: Episode) -> str:
-    outcome = str(episode.get("outcome", "errored"))
-    turns = episode.get("turns", [])
+def _episode_html(episode: EpisodeRecord) -> str:
+    outcome = episode.outcome
     header = "".join(f"<dt>{escape(label)}</dt><dd>{escape(value)}</dd>" for label, value in episode_header(episode))
-    error = f'<p class="error">error: {escape(str(episode["error"]))}</p>' if episode.get("error") else ""
+    error = f'<p class="error">error: {escape(episode.error)}</p>' if episode.error else ""
     return (
-        f'<details class="episode" data-task-type="{escape(str(episode.get("task_type", "unknown")))}" '
+        f'<details class="episode" data-task-type="{escape(episode.task_type)}" '
         f'data-outcome="{escape(outcome)}">'
         f'<summary><span class="badge {escape(outcome)}">{escape(outcome)}</span> '
-        f'<span class="eid">{escape(str(episode.get("episode_id", "?")))}</span> '
-        f'<span class="task">{escape(str(episode.get("task", "")))}</span> ({len(turns)} steps)</summary>'
+        f'<span class="eid">{escape(episode.episode_id)}</span> '
+        f'<span class="task">{escape(episode.task)}</span> ({episode.steps} steps)</summary>'
         f'<dl class="header">{header}</dl>'
-        f'<ol class="turns">{"".join(_turn_html(turn) for turn in turns)}</ol>'
-        f'<p><b>final observation</b></p><pre class="final">{escape(str(episode.get("final_observation", "")))}</pre>'
-        f'<p class="outcome"><b>outcome:</b> {escape(outcome)} after {len(turns)} steps</p>{error}'
+        f'<ol class="turns">{"".join(_turn_html(turn) for turn in episode.turns)}</ol>'
+        f'<p><b>final observation</b></p><pre class="final">{escape(episode.final_observation)}</pre>'
+        f'<p class="outcome"><b>outcome:</b> {escape(outcome)} after {episode.steps} steps</p>{error}'
         "</details>"
     )
 
 
-def render_html(episodes: Sequence[Episode], title: str, problems: Sequence[str] = ()) -> str:
+def render_html(episodes: Sequence[EpisodeRecord], title: str, problems: Sequence[str] = ()) -> str:
     """The whole page: summary (with `problems` such as a cut last line), filters, episodes."""
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
-    task_types = sorted({str(e.get("task_type", "unknown")) for e in episodes})
+    task_types = sorted({e.task_type for e in episodes})
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
@@ -174,14 +173,14 @@ def render_html(episodes: Sequence[Episode], title: str, problems: Sequence[str]
         + _filter_group("task-type", "Task type", ["all", *task_types])
         + _filter_group("outcome", "Outcome", OUTCOME_FILTERS)
         + '<button type="button" id="expand-all">expand all</button>'
-          '<button type="button" id="collapse-all">collapse all</button>'
-          f'<p id="shown-count">showing {len(episodes)} of {len(episodes)} episodes</p></section>'
+        '<button type="button" id="collapse-all">collapse all</button>'
+        f'<p id="shown-count">showing {len(episodes)} of {len(episodes)} episodes</p></section>'
         + f'<main id="episodes">{"".join(_episode_html(e) for e in episodes)}</main>'
         + f"<script>{SCRIPT}</script></body></html>\n"
     )
 
 
-def write_html(path: str | Path, episodes: Sequence[Episode], title: str, problems: Sequence[str] = ()) -> Path:
+def write_html(path: str | Path, episodes: Sequence[EpisodeRecord], title: str, problems: Sequence[str] = ()) -> Path:
     """Write the page to `path` (parents created) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

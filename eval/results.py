@@ -12,10 +12,14 @@ import json
 import os
 import platform
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from rollouts.records import EpisodeRecord
+
+if TYPE_CHECKING:  # the command line imports this module to build its parser: keep it light
+    from eval.evaluate import EvalSummary
 
 RESULTS_FILE = "results.json"
 TRANSCRIPT_FILE = "transcripts.jsonl"
@@ -46,16 +50,37 @@ def write_json_atomic(path: Path, value: Any) -> None:
         raise
 
 
-def results_json(summary: dict, records: Sequence[EpisodeRecord], *, policy: str, games: str, seed: int,
-                 samples: int, max_steps: int) -> dict:
+def results_json(
+    summary: EvalSummary,
+    records: Sequence[EpisodeRecord],
+    *,
+    policy: str,
+    games: str,
+    seed: int,
+    samples: int,
+    max_steps: int,
+) -> dict:
     """What `OUT/results.json` holds: the summary, the sweep's settings and versions, and one
     entry per episode (which `--compare` pairs on `episode_id`)."""
     return {
-        **summary, "policy": policy, "games": games, "seed": seed,
-        "samples": samples, "max_steps": max_steps, "versions": package_versions(),
+        **summary.to_json(),
+        "policy": policy,
+        "games": games,
+        "seed": seed,
+        "samples": samples,
+        "max_steps": max_steps,
+        "versions": package_versions(),
         "episode_results": [
-            {"episode_id": r.episode_id, "game": r.game, "game_id": r.game_id, "sample": r.sample,
-             "task_type": r.task_type, "outcome": r.outcome, "steps": r.steps, "error": r.error}
+            {
+                "episode_id": r.episode_id,
+                "game": r.game,
+                "game_id": r.game_id,
+                "sample": r.sample,
+                "task_type": r.task_type,
+                "outcome": r.outcome,
+                "steps": r.steps,
+                "error": r.error,
+            }
             for r in records
         ],
     }
@@ -77,8 +102,10 @@ def read_results(path: Path) -> dict:
         raise ValueError(f"{path}: not valid JSON ({error}); {hint}") from None
     episodes = results.get("episode_results") if isinstance(results, dict) else None
     if not isinstance(episodes, list):
-        raise ValueError(f"{path}: expected a JSON object with a list 'episode_results', got none "
-                         f"(written by an older evaluator?); {hint}")
+        raise ValueError(
+            f"{path}: expected a JSON object with a list 'episode_results', got none "
+            f"(written by an older evaluator?); {hint}"
+        )
     if not episodes:
         raise ValueError(f"{path}: holds no episodes (the sweep played nothing); {hint}")
     return results

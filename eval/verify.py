@@ -9,12 +9,12 @@ a fresh `AlfWorldEnv` and compares, turn by turn, the observation the agent saw 
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from envs.games import GameFileError
-from eval.replay import Episode
+from rollouts.records import EpisodeRecord
 
 GAME_ID_PARTS = 3  # "<task folder>/<trial folder>/game.tw-pddl": the least of a path that names a game
 
@@ -83,41 +83,46 @@ def _compare(mismatches: list[Mismatch], turn: int, expected: str, got: str) -> 
         mismatches.append(Mismatch(turn, expected, got, *first_difference(expected, got)))
 
 
-def verify_episode(env, episode: Episode, games_root: str | Path | None = None) -> EpisodeCheck:
+def verify_episode(env, episode: EpisodeRecord, games_root: str | Path | None = None) -> EpisodeCheck:
     """Replay one episode's actions on `env` (an AlfWorldEnv whose step limit is at least the
     episode's length) and compare every observation with the transcript's."""
-    episode_id, recorded = str(episode.get("episode_id", "?")), str(episode.get("game", ""))
+    episode_id, recorded = episode.episode_id, episode.game
     game = locate_game(recorded, games_root)
     if game is None:
         where = f" (nor under --games-root {games_root})" if games_root is not None else ""
-        return EpisodeCheck(episode_id, recorded, "missing-game",
-                            message=f"game file {recorded} not found{where}; if the data moved, "
-                                    "pass --games-root DIR with the folder that now holds it")
-    turns = episode.get("turns", [])
-    if not turns and episode.get("outcome") == "errored":
-        return EpisodeCheck(episode_id, str(game), "match",
-                            message="recorded as errored before its first turn: nothing to compare")
+        return EpisodeCheck(
+            episode_id,
+            recorded,
+            "missing-game",
+            message=f"game file {recorded} not found{where}; if the data moved, "
+            "pass --games-root DIR with the folder that now holds it",
+        )
+    if not episode.turns and episode.outcome == "errored":
+        return EpisodeCheck(
+            episode_id, str(game), "match", message="recorded as errored before its first turn: nothing to compare"
+        )
     mismatches: list[Mismatch] = []
     try:
-        observation, _ = env.reset(seed=episode.get("seed"), options={"game": str(game)})
-        for number, turn in enumerate(turns, start=1):
-            _compare(mismatches, number, str(turn.get("observation", "")), observation)
-            observation, *_ = env.step(str(turn.get("action", "")))
+        observation, _ = env.reset(seed=episode.seed, options={"game": str(game)})
+        for number, turn in enumerate(episode.turns, start=1):
+            _compare(mismatches, number, turn.observation, observation)
+            observation, *_ = env.step(turn.action)
     except (GameFileError, RuntimeError) as error:
         # RuntimeError: the engine ended the episode before the transcript did (it was won
         # earlier here), which is itself a mismatch of the recorded game.
-        return EpisodeCheck(episode_id, str(game), "error", mismatches,
-                            f"replay stopped: {type(error).__name__}: {error}")
-    if episode.get("outcome") != "errored":  # an errored episode's last observation is empty
-        _compare(mismatches, len(turns) + 1, str(episode.get("final_observation", "")), observation)
+        return EpisodeCheck(
+            episode_id, str(game), "error", mismatches, f"replay stopped: {type(error).__name__}: {error}"
+        )
+    if episode.outcome != "errored":  # an errored episode's last observation is empty
+        _compare(mismatches, episode.steps + 1, episode.final_observation, observation)
     return EpisodeCheck(episode_id, str(game), "mismatch" if mismatches else "match", mismatches)
 
 
-def verify_episodes(episodes: Sequence[Episode], games_root: str | Path | None = None) -> Iterable[EpisodeCheck]:
+def verify_episodes(episodes: Sequence[EpisodeRecord], games_root: str | Path | None = None) -> Iterable[EpisodeCheck]:
     """Verify each episode in turn with one env (its engine stays loaded between games)."""
     from envs.alfworld_env import AlfWorldEnv
 
-    longest = max((len(e.get("turns", [])) for e in episodes), default=0)
+    longest = max((e.steps for e in episodes), default=0)
     env = AlfWorldEnv(max_steps=longest + 1)  # never truncates inside a recorded episode
     try:
         for episode in episodes:

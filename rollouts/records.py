@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
+
+from agents.policy import TokenRecord
 
 OUTCOMES = ("won", "step-limit", "errored")
 
@@ -35,7 +36,9 @@ class TurnRecord:
     admissible: bool
     malformed: bool
     reward: float
-    extras: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None  # the policy's `Decision.status` (None for scripted policies)
+    finish: str | None = None  # the policy's `Decision.finish` (None for scripted policies)
+    tokens: TokenRecord | None = None  # what training needs; None for scripted policies and in transcripts
 
 
 @dataclass
@@ -54,6 +57,9 @@ class EpisodeRecord:
     error: str | None = None
     final_observation: str = ""
     turns: list[TurnRecord] = field(default_factory=list)
+    # who played it, as a transcript names them (None until written: `TranscriptWriter` adds them)
+    policy: str | None = None
+    model: str | None = None
 
     @property
     def won(self) -> bool:
@@ -66,6 +72,3 @@ class EpisodeRecord:
     @property
     def admissible_actions(self) -> int:
         return sum(turn.admissible for turn in self.turns)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -7,7 +7,7 @@ generate for all of them in one call.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from agents.policy import Policy, Turn
 from envs.batched import BatchedAlfWorld, StepResult
@@ -16,9 +16,14 @@ from rollouts.records import EpisodeRecord, EpisodeSpec, TurnRecord
 
 def _start_record(spec: EpisodeSpec, result: StepResult) -> EpisodeRecord:
     return EpisodeRecord(
-        episode_id=spec.episode_id, game=spec.game, game_id=spec.game_id,
-        task_type=spec.task_type, task=result.info.get("task", ""),
-        sample=spec.sample, seed=spec.seed, group=spec.group,
+        episode_id=spec.episode_id,
+        game=spec.game,
+        game_id=spec.game_id,
+        task_type=spec.task_type,
+        task=result.info.get("task", ""),
+        sample=spec.sample,
+        seed=spec.seed,
+        group=spec.group,
     )
 
 
@@ -86,17 +91,29 @@ def play_episodes(
         for slot in live:
             record = records[slot_spec[slot]]
             history = tuple((t.observation, t.action) for t in record.turns)
-            turns.append(Turn(record.episode_id, record.seed, len(record.turns),
-                              last[slot].observation, last[slot].info, history))
+            turns.append(
+                Turn(
+                    record.episode_id, record.seed, len(record.turns), last[slot].observation, last[slot].info, history
+                )
+            )
         decisions = policy.act(turns)
         results = batch.step({slot: d.action for slot, d in zip(live, decisions)})
         for slot, turn, decision in zip(live, turns, decisions):
             result = results[slot]
-            records[slot_spec[slot]].turns.append(TurnRecord(
-                observation=turn.observation, action=decision.action, response=decision.response,
-                thought=decision.thought, admissible=bool(result.info.get("admissible", False)),
-                malformed=decision.malformed, reward=result.reward, extras=decision.extras,
-            ))
+            records[slot_spec[slot]].turns.append(
+                TurnRecord(
+                    observation=turn.observation,
+                    action=decision.action,
+                    response=decision.response,
+                    thought=decision.thought,
+                    admissible=bool(result.info.get("admissible", False)),
+                    malformed=decision.malformed,
+                    reward=result.reward,
+                    status=decision.status,
+                    finish=decision.finish,
+                    tokens=decision.tokens,
+                )
+            )
             if result.done:
                 finish(slot, result)
             else:

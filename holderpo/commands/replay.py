@@ -16,27 +16,44 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from eval.replay import ONLY_CHOICES
 
     parser = subparsers.add_parser(
-        "replay", help="show the episodes of a transcript, write them as HTML, or verify them",
+        "replay",
+        help="show the episodes of a transcript, write them as HTML, or verify them",
         description="Show the episodes of a transcript (from `holderpo eval --out` or from "
-                    "training): the task, each turn's observation, thought, action, flags and "
-                    "reward, and the outcome. --html writes a page instead; --verify checks the "
-                    "episodes against the engine (with --html, both). The filters choose the "
-                    "episodes for every mode.",
+        "training): the task, each turn's observation, thought, action, flags and "
+        "reward, and the outcome. --html writes a page instead; --verify checks the "
+        "episodes against the engine (with --html, both). The filters choose the "
+        "episodes for every mode.",
     )
     parser.add_argument("transcript", type=Path, help="a transcripts.jsonl file")
     parser.add_argument("--episode", default=None, help="one episode: its id or a unique prefix of it")
-    parser.add_argument("--only", choices=ONLY_CHOICES, default=None,
-                        help="won episodes, or failed ones (step limit reached or errored)")
+    parser.add_argument(
+        "--only",
+        choices=ONLY_CHOICES,
+        default=None,
+        help="won episodes, or failed ones (step limit reached or errored)",
+    )
     parser.add_argument("--task-type", default=None, help="episodes of this task type only")
-    parser.add_argument("--html", type=Path, default=None, metavar="OUT",
-                        help="write one self-contained HTML page (summary, filters, expandable "
-                             "episodes) instead of printing the episodes")
-    parser.add_argument("--verify", action="store_true",
-                        help="replay the recorded actions on the recorded games and report every "
-                             "observation that differs from the engine's (exit code 1 if any)")
-    parser.add_argument("--games-root", type=Path, default=None, metavar="DIR",
-                        help="--verify: look for the games under DIR when they have moved since "
-                             "the transcript was written")
+    parser.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="write one self-contained HTML page (summary, filters, expandable "
+        "episodes) instead of printing the episodes",
+    )
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="replay the recorded actions on the recorded games and report every "
+        "observation that differs from the engine's (exit code 1 if any)",
+    )
+    parser.add_argument(
+        "--games-root",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="--verify: look for the games under DIR when they have moved since the transcript was written",
+    )
     return parser
 
 
@@ -51,13 +68,17 @@ def print_checks(checks) -> int:
         if check.message:
             print(f"  {check.message}")
         for mismatch in check.mismatches:
-            print(f"  turn {mismatch.turn}, line {mismatch.line}:\n"
-                  f"    transcript: {mismatch.expected_line!r}\n    engine:     {mismatch.got_line!r}")
+            print(
+                f"  turn {mismatch.turn}, line {mismatch.line}:\n"
+                f"    transcript: {mismatch.expected_line!r}\n    engine:     {mismatch.got_line!r}"
+            )
     total = sum(counts.values())
     failed = total - counts.get("match", 0)
-    print(f"verified {total} episode(s): {counts.get('match', 0)} match, "
-          f"{counts.get('mismatch', 0)} mismatch, {counts.get('missing-game', 0)} missing game, "
-          f"{counts.get('error', 0)} error")
+    print(
+        f"verified {total} episode(s): {counts.get('match', 0)} match, "
+        f"{counts.get('mismatch', 0)} mismatch, {counts.get('missing-game', 0)} missing game, "
+        f"{counts.get('error', 0)} error"
+    )
     return 1 if failed else 0
 
 
@@ -77,9 +98,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.transcript} holds no episode this version of holderpo can read")
         return 2
     if not episodes:
-        task_types = sorted({str(e.get("task_type")) for e in transcript.episodes})
-        print(f"no episode of {args.transcript} passes the filters ({len(transcript.episodes)} in "
-              f"the file; task types: {', '.join(task_types) or 'none'})")
+        task_types = sorted({e.task_type for e in transcript.episodes})
+        print(
+            f"no episode of {args.transcript} passes the filters ({len(transcript.episodes)} in "
+            f"the file; task types: {', '.join(task_types) or 'none'})"
+        )
         return 1
     if args.html is not None:
         from eval.html_report import write_html

@@ -25,15 +25,38 @@ HOSTILE = "<script>window.pwned=1</script> [bold]not markup[/bold]"
 def training_episode() -> EpisodeRecord:
     """An episode as the trainer records it: a thought, a malformed response, hostile text."""
     turns = [
-        TurnRecord(observation=f"You are in a room. {HOSTILE}", action="go to desk 1",
-                   response="<think>the desk</think><action>go to desk 1</action>", thought="the desk",
-                   admissible=True, malformed=False, reward=0.0),
-        TurnRecord(observation="You arrive at desk 1.", action="dance", response=f"I will {HOSTILE}",
-                   thought=None, admissible=False, malformed=True, reward=0.0),
+        TurnRecord(
+            observation=f"You are in a room. {HOSTILE}",
+            action="go to desk 1",
+            response="<think>the desk</think><action>go to desk 1</action>",
+            thought="the desk",
+            admissible=True,
+            malformed=False,
+            reward=0.0,
+        ),
+        TurnRecord(
+            observation="You arrive at desk 1.",
+            action="dance",
+            response=f"I will {HOSTILE}",
+            thought=None,
+            admissible=False,
+            malformed=True,
+            reward=0.0,
+        ),
     ]
-    return EpisodeRecord("train-game/trial_9#3", GAMES[0], "train-game/trial_9", "look_at_obj_in_light",
-                         "look at book under the desklamp", sample=3, seed=11, group=2, outcome="step-limit",
-                         final_observation="Nothing happens.", turns=turns)
+    return EpisodeRecord(
+        "train-game/trial_9#3",
+        GAMES[0],
+        "train-game/trial_9",
+        "look_at_obj_in_light",
+        "look at book under the desklamp",
+        sample=3,
+        seed=11,
+        group=2,
+        outcome="step-limit",
+        final_observation="Nothing happens.",
+        turns=turns,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +64,7 @@ def transcript(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("replay") / "transcripts.jsonl"
     for policy, max_steps in ((ExpertPolicy(), 50), (RandomAdmissiblePolicy(), 3)):
         with TranscriptWriter(path, policy=policy.name) as writer:
-            evaluate(policy, GAMES, seed=0, max_steps=max_steps, num_envs=2, num_workers=1,
-                     on_episode_end=writer.write)
+            evaluate(policy, GAMES, seed=0, max_steps=max_steps, num_envs=2, num_workers=1, on_episode_end=writer.write)
     with TranscriptWriter(path, policy="holderpo-train", model="runs/demo/step_40") as writer:
         writer.write(training_episode())
     return path
@@ -56,27 +78,42 @@ def replay(capsys, monkeypatch):
     def run(*argv):
         code = main(["replay", *map(str, argv)])
         return code, capsys.readouterr().out
+
     return run
 
 
 def test_terminal_view_of_one_episode(transcript, replay):
-    episode = next(e for e in read_transcript(transcript).episodes if e["policy"] == "expert")
+    episode = next(e for e in read_transcript(transcript).episodes if e.policy == "expert")
     code, out = replay(transcript, "--episode", "look_at_obj_in_light-Book", "--only", "won")
     assert code == 0
-    assert f"{episode['episode_id']} " in out
+    assert f"{episode.episode_id} " in out
     assert "task: look at book under the desklamp" in out and "policy: expert" in out
     assert "turn 1 admissible  reward 0" in out
-    assert f"turn {episode['steps']} admissible  reward 10" in out
-    for turn in episode["turns"]:
-        assert f"> {turn['action']}" in out
+    assert f"turn {episode.steps} admissible  reward 10" in out
+    for turn in episode.turns:
+        assert f"> {turn.action}" in out
     assert "Your task is to: look at book under the desklamp." in out
-    assert f"outcome: won after {episode['steps']} steps" in out
+    assert f"outcome: won after {episode.steps} steps" in out
     assert "1 episode(s) shown: 1 won, 0 step-limit, 0 errored" in out
 
 
+def _episode(episode_id: str, policy: str | None = None) -> EpisodeRecord:
+    game_id = episode_id.split("#")[0]
+    return EpisodeRecord(
+        episode_id,
+        f"{game_id}/game.tw-pddl",
+        game_id,
+        "pick_and_place_simple",
+        "task",
+        sample=0,
+        seed=0,
+        group=0,
+        policy=policy,
+    )
+
+
 def test_episode_id_or_unique_prefix():
-    episodes = [{"episode_id": "a/t1#0"}, {"episode_id": "a/t1#1"}, {"episode_id": "a/t10#0"},
-                {"episode_id": "a/t1#0", "policy": "later run"}]
+    episodes = [_episode("a/t1#0"), _episode("a/t1#1"), _episode("a/t10#0"), _episode("a/t1#0", "later run")]
     # an exact id wins over the longer ids it prefixes, and names every episode with that id
     assert select_episodes(episodes, episode="a/t1#0") == [episodes[0], episodes[3]]
     assert select_episodes(episodes, episode="a/t10") == [episodes[2]]

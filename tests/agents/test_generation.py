@@ -6,7 +6,8 @@ from agents.generation import generate, length_buckets
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.prefix_cache import PrefixCache, common_prefix_length
 from agents.scoring import response_logprobs
-from tests.agents.test_decoding import COMMANDS, INTRO, _turn
+from tests.agents.test_constrained import COMMANDS, INTRO, _turn
+from tests.conftest import FLOAT32_LOGPROB_ATOL, FLOAT32_SCORING_ATOL, FLOAT32_TENSOR_TOL
 
 
 def _mixed_prompts(tokenizer):
@@ -23,17 +24,30 @@ def test_cached_prefixes_sample_the_same_tokens_and_logprobs(tiny_model, tokeniz
     budget = max(c.max_length for c in constraints)
     plain = generate(tiny_model, tokenizer, prompts, [4, 5, 6, 7], constraints, max_new_tokens=budget)
     cache = PrefixCache(tiny_model)
-    cached = generate(tiny_model, tokenizer, prompts, [4, 5, 6, 7], constraints, max_new_tokens=budget,
-                      prefix_lengths=prefix_lengths, prefix_cache=cache)
+    cached = generate(
+        tiny_model,
+        tokenizer,
+        prompts,
+        [4, 5, 6, 7],
+        constraints,
+        max_new_tokens=budget,
+        prefix_lengths=prefix_lengths,
+        prefix_cache=cache,
+    )
     assert len(cache) == 2  # one entry per distinct prefix
     for a, b in zip(plain, cached):
         assert a.response_ids == b.response_ids
-        torch.testing.assert_close(torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(b.logprobs), torch.tensor(a.logprobs), atol=FLOAT32_LOGPROB_ATOL, rtol=0
+        )
     allowed = [c.replay(g.response_ids) for c, g in zip(constraints, cached)]
-    logprobs, mask, _ = response_logprobs(tiny_model, prompts, [g.response_ids for g in cached], allowed,
-                                       pad_id=tokenizer.eos_token_id)
+    logprobs, mask, _ = response_logprobs(
+        tiny_model, prompts, [g.response_ids for g in cached], allowed, pad_id=tokenizer.eos_token_id
+    )
     for row, generation in enumerate(cached):  # training's teacher-forced pass agrees with the cached sampling
-        torch.testing.assert_close(logprobs[row][mask[row]], torch.tensor(generation.logprobs), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            logprobs[row][mask[row]], torch.tensor(generation.logprobs), atol=FLOAT32_LOGPROB_ATOL, rtol=0
+        )
 
 
 def test_cache_empties_when_the_weights_change_in_place(tiny_model, tokenizer):
@@ -54,9 +68,16 @@ def test_cache_empties_when_the_weights_change_in_place(tiny_model, tokenizer):
 
 
 def test_policy_shares_the_game_start_across_turns(tiny_model, tokenizer):
-    turns = [_turn(1), _turn(2, turn=1, history=[(INTRO, "look")], observation="Nothing happens."),
-             _turn(3, turn=2, history=[(INTRO, "look"), ("Nothing happens.", "go to fridge 1")],
-                   observation="You arrive at fridge 1.")]
+    turns = [
+        _turn(1),
+        _turn(2, turn=1, history=[(INTRO, "look")], observation="Nothing happens."),
+        _turn(
+            3,
+            turn=2,
+            history=[(INTRO, "look"), ("Nothing happens.", "go to fridge 1")],
+            observation="You arrive at fridge 1.",
+        ),
+    ]
     with_cache = LLMPolicy(tiny_model, tokenizer)
     without = LLMPolicy(tiny_model, tokenizer, decoding=DecodingConfig(cache_prefixes=False))
     assert without.prefix_cache is None
@@ -64,28 +85,31 @@ def test_policy_shares_the_game_start_across_turns(tiny_model, tokenizer):
     assert len(with_cache.prefix_cache) == 1  # the three turns of the game share one start
     stem = with_cache._stem("put some apple on fridge", INTRO)
     assert tokenizer.decode(stem).rstrip().endswith("and a fridge 1.")  # system, task and room
-    assert all(common_prefix_length(d.extras["prompt_ids"], stem) == len(stem) for d in decided)
+    assert all(common_prefix_length(d.tokens.prompt_ids, stem) == len(stem) for d in decided)
     for a, b in zip(decided, without.act(turns)):
-        assert a.extras["response_ids"] == b.extras["response_ids"] and a.action == b.action
+        assert a.tokens.response_ids == b.tokens.response_ids and a.action == b.action
 
 
 def test_scoring_with_shared_starts_matches_plain_scoring_and_its_gradients(tiny_model, tokenizer):
     prompts, prefix_lengths = _mixed_prompts(tokenizer)
-    responses = [tokenizer.encode(r, add_special_tokens=False) + [tokenizer.eos_token_id]
-                 for r in ("go to fridge 1", "look", "take apple 1 from countertop 1", "inventory")]
+    responses = [
+        tokenizer.encode(r, add_special_tokens=False) + [tokenizer.eos_token_id]
+        for r in ("go to fridge 1", "look", "take apple 1 from countertop 1", "inventory")
+    ]
 
     def scored(lengths):
         tiny_model.zero_grad()
-        result = response_logprobs(tiny_model, prompts, responses, pad_id=tokenizer.eos_token_id,
-                                   prefix_lengths=lengths)
+        result = response_logprobs(
+            tiny_model, prompts, responses, pad_id=tokenizer.eos_token_id, prefix_lengths=lengths
+        )
         result.logprobs.sum().backward()
         return result.logprobs.detach(), {n: p.grad.clone() for n, p in tiny_model.named_parameters()}
 
     plain, plain_grads = scored(None)
     shared, shared_grads = scored(prefix_lengths)
-    torch.testing.assert_close(shared, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shared, plain, atol=FLOAT32_SCORING_ATOL, rtol=0)
     for name, grad in plain_grads.items():  # the shared start passes gradients on like unshared prompts
-        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(shared_grads[name], grad, **FLOAT32_TENSOR_TOL, msg=name)
     tiny_model.zero_grad()
 
 
@@ -103,14 +127,19 @@ def test_one_long_prompt_gets_its_own_call_and_changes_no_result(tiny_model, tok
     constraints = [policy.constraint(COMMANDS) for _ in prompts]
     budget = max(c.max_length for c in constraints)
     together = generate(tiny_model, tokenizer, prompts, [1, 2, 3], constraints, max_new_tokens=budget)
-    alone = [generate(tiny_model, tokenizer, [p], [seed], [c], max_new_tokens=budget)[0]
-             for p, seed, c in zip(prompts, [1, 2, 3], constraints)]
+    alone = [
+        generate(tiny_model, tokenizer, [p], [seed], [c], max_new_tokens=budget)[0]
+        for p, seed, c in zip(prompts, [1, 2, 3], constraints)
+    ]
     for a, b in zip(together, alone):
         assert a.response_ids == b.response_ids
-        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=FLOAT32_LOGPROB_ATOL, rtol=0
+        )
     responses = [g.response_ids for g in together]
     allowed = [c.replay(r) for c, r in zip(constraints, responses)]
     scored = response_logprobs(tiny_model, prompts, responses, allowed, pad_id=tokenizer.eos_token_id)
     for row, generation in enumerate(together):  # scored in two groups, rows back in their places
-        torch.testing.assert_close(scored.logprobs[row][scored.mask[row]], torch.tensor(generation.logprobs),
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            scored.logprobs[row][scored.mask[row]], torch.tensor(generation.logprobs), atol=FLOAT32_LOGPROB_ATOL, rtol=0
+        )

@@ -14,7 +14,9 @@ from tests.conftest import scripted_model
 
 
 def _bad_model(tokenizer, kind: str):
-    encode = lambda text: tokenizer.encode(text, add_special_tokens=False)
+    def encode(text):
+        return tokenizer.encode(text, add_special_tokens=False)
+
     eos = tokenizer.eos_token_id
     newline = encode("\n")[0]  # the chat template's generation prompt ends with a newline
     if kind == "only-eos":
@@ -35,34 +37,38 @@ def _bad_model(tokenizer, kind: str):
     raise ValueError(kind)
 
 
-@pytest.mark.parametrize("kind, status", [
-    ("only-eos", "malformed"),
-    ("nothing", "malformed"),
-    ("endless", "inadmissible"),
-    ("broken-utf8", "inadmissible"),
-    ("prompt-again", "inadmissible"),
-])
+@pytest.mark.parametrize(
+    "kind, status",
+    [
+        ("only-eos", "malformed"),
+        ("nothing", "malformed"),
+        ("endless", "inadmissible"),
+        ("broken-utf8", "inadmissible"),
+        ("prompt-again", "inadmissible"),
+    ],
+)
 def test_bad_output_is_a_step_and_the_transcript_says_so(tokenizer, fixture_game_files, tmp_path, kind, status):
     model = _bad_model(tokenizer, kind)
     policy = LLMPolicy(model, tokenizer, PromptConfig(), DecodingConfig(decoding="free", max_new_tokens=24))
     path = tmp_path / "transcripts.jsonl"
     with TranscriptWriter(path, policy="scripted") as writer:
-        records = evaluate(policy, fixture_game_files[:2], seed=0, max_steps=3, num_envs=2,
-                           num_workers=1, on_episode_end=writer.write)
+        records = evaluate(
+            policy, fixture_game_files[:2], seed=0, max_steps=3, num_envs=2, num_workers=1, on_episode_end=writer.write
+        )
     assert [r.outcome for r in records] == ["step-limit", "step-limit"]
     for record in records:
         assert record.steps == 3 and record.admissible_actions == 0
-        assert {turn.extras["status"] for turn in record.turns} == {status}
+        assert {turn.status for turn in record.turns} == {status}
     episodes = read_transcript(path).episodes
     assert len(episodes) == 2
-    turn = episodes[0]["turns"][0]
-    assert turn["status"] == status and turn["admissible"] is False
+    turn = episodes[0].turns[0]
+    assert turn.status == status and turn.admissible is False
     if kind == "endless":
-        assert turn["finish"] == "length" and turn["response"].count("apple") == 24
+        assert turn.finish == "length" and turn.response.count("apple") == 24
     if kind == "broken-utf8":
-        assert "\ufffd" in turn["response"]
+        assert "\ufffd" in turn.response
     if kind == "prompt-again":
-        assert turn["response"].startswith("Your task is to: put some apple on fridge.")
+        assert turn.response.startswith("Your task is to: put some apple on fridge.")
 
 
 def test_constrained_decoding_rescues_a_model_that_only_ends(tokenizer, fixture_game_files):
