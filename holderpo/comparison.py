@@ -1,18 +1,28 @@
-"""Summaries of a loss comparison: one row per method, and the learning curves.
+"""A loss comparison: its runs, one row per method, and the learning curves.
 
-`holderpo compare` trains every (method, seed) pair under one config; this module turns their
-`report.json` and `metrics.jsonl` files into the table and the plot. Seeds are the replicates:
-the interval of a method's held-out success is a t interval over its seeds, so it shows how much
-the result moves from one training run to the next, not only the episode noise.
+`holderpo compare` trains every (method, seed) pair under one config (`run_comparison`); the
+summaries turn their `report.json` and `metrics.jsonl` files into the table and the plot. Seeds
+are the replicates: the interval of a method's held-out success is a t interval over its seeds,
+so it shows how much the result moves from one training run to the next, not only the episode
+noise.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any
 
 from eval.stats import mean_interval, paired_difference
+
+SET_PER_RUN = ("preset", "seed", "name", "runs_dir")  # the comparison chooses these for each run
+
+
+class ComparisonStopped(Exception):
+    """Ctrl-C stopped a comparison; the finished runs' summary is written, and rerunning the same
+    command goes on where it stopped."""
 
 
 @dataclass(frozen=True)
@@ -35,8 +45,9 @@ def training_seconds(metrics: Sequence[Mapping]) -> float:
     return sum(m.get("time/rollout", 0.0) + m.get("time/update", 0.0) for m in metrics)
 
 
-def method_rows(reports: Mapping[str, Sequence[Mapping]], metrics: Mapping[str, Sequence[Sequence[Mapping]]]
-                ) -> list[MethodRow]:
+def method_rows(
+    reports: Mapping[str, Sequence[Mapping]], metrics: Mapping[str, Sequence[Sequence[Mapping]]]
+) -> list[MethodRow]:
     """One row per method from its runs' reports and metrics (both listed in seed order)."""
     rows = []
     for method, runs in reports.items():
@@ -44,16 +55,18 @@ def method_rows(reports: Mapping[str, Sequence[Mapping]], metrics: Mapping[str, 
         mean, low, high = mean_interval(after)
         gains = [r["heldout_success_after"] - r["heldout_success_before"] for r in runs]
         minutes = [training_seconds(m) / 60 for m in metrics[method]]
-        rows.append(MethodRow(method, len(runs), mean, low, high, sum(gains) / len(gains),
-                              sum(minutes) / len(minutes)))
+        rows.append(MethodRow(method, len(runs), mean, low, high, sum(gains) / len(gains), sum(minutes) / len(minutes)))
     return paired_rows(rows, reports)
 
 
 def episodes_after(runs: Sequence[Mapping]) -> dict[str, float]:
     """A method's held-out wins after RL over all its runs, keyed by seed and episode: two methods'
     runs of the same seed played the same episodes, so their keys pair up."""
-    return {f"s{run['config']['seed']}/{episode}": won for run in runs
-            for episode, won in run["heldout_after"]["won"].items()}
+    return {
+        f"s{run['config']['seed']}/{episode}": won
+        for run in runs
+        for episode, won in run["heldout_after"]["won"].items()
+    }
 
 
 def paired_rows(rows: Sequence[MethodRow], reports: Mapping[str, Sequence[Mapping]]) -> list[MethodRow]:
@@ -79,23 +92,30 @@ def paired_rows(rows: Sequence[MethodRow], reports: Mapping[str, Sequence[Mappin
 def markdown_table(rows: Sequence[MethodRow], before: float | None = None) -> str:
     """The comparison as a Markdown table (percentages)."""
     first = rows[0].method if rows else "the first method"
-    lines = ["| method | seeds | held-out success after RL | 95% interval (t over seeds) | gain over start "
-             f"| training minutes | minus {first}, paired episodes (95%) |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | seeds | held-out success after RL | 95% interval (t over seeds) | gain over start "
+        f"| training minutes | minus {first}, paired episodes (95%) |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         interval = "n/a (1 seed)" if row.low is None else f"{100 * row.low:.1f} to {100 * row.high:.1f}"
-        lines.append(f"| {row.method} | {row.seeds} | {100 * row.success_after:.1f}% | {interval} | "
-                     f"{100 * row.gain:+.1f} | {row.train_minutes:.1f} | {_difference_cell(row.difference)} |")
+        lines.append(
+            f"| {row.method} | {row.seeds} | {100 * row.success_after:.1f}% | {interval} | "
+            f"{100 * row.gain:+.1f} | {row.train_minutes:.1f} | {_difference_cell(row.difference)} |"
+        )
     if before is not None:
-        lines.append(f"\nEvery run starts from the same policy per seed; its mean held-out success is "
-                     f"{100 * before:.1f}%.")
+        lines.append(
+            f"\nEvery run starts from the same policy per seed; its mean held-out success is {100 * before:.1f}%."
+        )
     return "\n".join(lines)
 
 
 def _difference_cell(difference: Mapping | None) -> str:
     if difference is None:
         return "-"
-    interval = "" if difference["low"] is None else \
-        f" ({100 * difference['low']:+.1f} to {100 * difference['high']:+.1f})"
+    interval = (
+        "" if difference["low"] is None else f" ({100 * difference['low']:+.1f} to {100 * difference['high']:+.1f})"
+    )
     return f"{100 * difference['mean']:+.1f}{interval} on {difference['n']}"
 
 
@@ -109,8 +129,9 @@ def mean_curve(runs: Sequence[Sequence[Mapping]], key: str) -> list[float]:
     return curve
 
 
-def plot_curves(metrics: Mapping[str, Sequence[Sequence[Mapping]]], out_path: Path,
-                key: str = "rollout/success_rate") -> Path:
+def plot_curves(
+    metrics: Mapping[str, Sequence[Sequence[Mapping]]], out_path: Path, key: str = "rollout/success_rate"
+) -> Path:
     """Learning curves (mean over seeds) of every method in one PNG."""
     import matplotlib
 
@@ -129,3 +150,118 @@ def plot_curves(metrics: Mapping[str, Sequence[Sequence[Mapping]]], out_path: Pa
     figure.savefig(out_path, dpi=120)
     plt.close(figure)
     return out_path
+
+
+# -- running a comparison ----------------------------------------------------------------------
+def plan_runs(losses: str, seeds: int) -> list[tuple[str, int]]:
+    """The (preset, seed) pairs of `--losses a,b,c --seeds N`, checked against the presets."""
+    from holderpo.losses import PRESETS
+
+    names = [name.strip() for name in losses.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PRESETS]
+    if not names or unknown:
+        raise ValueError(f"--losses: expected presets among {sorted(PRESETS)}, got {losses!r}")
+    if seeds < 1:
+        raise ValueError(f"--seeds: expected at least 1, got {seeds}")
+    return [(loss, seed) for loss in names for seed in range(seeds)]
+
+
+def train_or_reuse(
+    out: Path,
+    source: str | Path | None,
+    overrides: dict[str, Any],
+    loss: str,
+    seed: int,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Run `loss` with `seed` in OUT/<loss>-s<seed>: reused when finished, resumed when
+    interrupted, and started from the seed's warm-start checkpoint where another method made one."""
+    from holderpo.checkpoint import MARKER
+    from holderpo.report import report_lines
+    from holderpo.run_folder import run_config, start_run
+
+    run_dir = out / f"{loss}-s{seed}"
+    if (run_dir / "report.json").exists():
+        echo(f"run: {run_dir.name} already finished: reused")
+        return run_dir
+    resume = run_dir if (run_dir / "checkpoints").is_dir() else None
+    overrides = overrides | {"preset": loss, "seed": seed, "name": run_dir.name, "runs_dir": str(out)}
+    warm = sorted(out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
+    trainer = start_run(
+        run_config(None if resume else source, overrides, resume),
+        resume,
+        warm[0].parent if warm and not resume else None,
+    )
+    report = trainer.train()
+    if not report:
+        raise KeyboardInterrupt  # stopped with Ctrl-C: the run saved; rerun compare to go on
+    echo("\n".join(report_lines(report)))
+    return run_dir
+
+
+def finished_runs(out: Path, plan: Sequence[tuple[str, int]]) -> dict[tuple[str, int], Path]:
+    """Every planned run that has finished, wherever it stands in the plan."""
+    folders = {(loss, seed): out / f"{loss}-s{seed}" for loss, seed in plan}
+    return {pair: folder for pair, folder in folders.items() if (folder / "report.json").exists()}
+
+
+def write_summary(out: Path, folders: Mapping[tuple[str, int], Path], planned: int) -> str:
+    """Table, numbers and curves of the runs finished so far; rewritten after every run so that
+    an interrupted comparison still shows what it has."""
+    from holderpo.run_logging import read_metrics
+
+    reports, metrics = {}, {}
+    for (loss, _), folder in folders.items():
+        reports.setdefault(loss, []).append(json.loads((folder / "report.json").read_text()))
+        metrics.setdefault(loss, []).append(read_metrics(folder / "metrics.jsonl"))
+    rows = method_rows(reports, metrics)
+    befores = [r["heldout_success_before"] for runs in reports.values() for r in runs]
+    table = markdown_table(rows, sum(befores) / len(befores) if None not in befores else None)
+    if len(folders) < planned:
+        table += f"\n\nPartial: {len(folders)} of {planned} runs finished; rerun the same command to go on."
+    (out / "comparison.md").write_text(table + "\n")
+    runs = {f"{loss}-s{seed}": str(folder) for (loss, seed), folder in folders.items()}
+    (out / "comparison.json").write_text(
+        json.dumps({"rows": [row.as_dict() for row in rows], "runs": runs, "planned_runs": planned}, indent=2)
+    )
+    plot_curves(metrics, out / "curves.png")
+    return table
+
+
+def run_comparison(
+    losses: str,
+    seeds: int,
+    out: Path,
+    source: str | Path | None,
+    overrides: dict[str, Any],
+    echo: Callable[[str], None] = print,
+) -> str:
+    """`holderpo compare`: train every (preset, seed) pair under the config `source` plus
+    `overrides`, rewriting the summary in `out` after each run; returns the final table.
+
+    Raises ComparisonStopped on Ctrl-C, after writing the summary of the runs finished so far.
+    """
+    from holderpo.run_folder import run_config
+
+    plan = plan_runs(losses, seeds)
+    fixed = [f"--{name.replace('_', '-')}" for name in SET_PER_RUN if name in overrides]
+    if fixed:
+        raise ValueError(f"{', '.join(fixed)}: compare sets these for every run; use --losses, --seeds and --out")
+    if not run_config(source, overrides).heldout_games:
+        raise ValueError(
+            "--heldout-games: compare scores every method on held-out games; give a folder of them "
+            "(or a config that has one)"
+        )
+    try:
+        for loss, seed in plan:
+            train_or_reuse(out, source, overrides, loss, seed, echo)
+            table = write_summary(out, finished_runs(out, plan), len(plan))
+    except KeyboardInterrupt:
+        finished = finished_runs(out, plan)
+        if finished:
+            write_summary(out, finished, len(plan))
+        raise ComparisonStopped(
+            f"stopped; {out / 'comparison.md'} holds the {len(finished)} finished runs; "
+            "rerun the same command to continue the comparison"
+        ) from None
+    return table

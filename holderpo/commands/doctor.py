@@ -9,10 +9,11 @@ PROBE_ACTION = "take apple 1 from countertop 1"
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "doctor", help="check versions, ALFWorld data and the embedded model",
+        "doctor",
+        help="check versions, ALFWorld data and the embedded model",
         description="Print versions, whether $ALFWORLD_DATA holds the official splits, and "
-                    "whether the embedded SmolLM2 model loads, renders its chat template and "
-                    "round-trips an ALFWorld action through its tokenizer.",
+        "whether the embedded SmolLM2 model loads, renders its chat template and "
+        "round-trips an ALFWorld action through its tokenizer.",
     )
     parser.add_argument("--skip-model", action="store_true", help="do not load the model")
     return parser
@@ -28,7 +29,8 @@ def check_embedded_model() -> list[str]:
     model, tokenizer = load_embedded()
     prompt = tokenizer.apply_chat_template(
         [{"role": "user", "content": "Your task is to: put some apple on fridge."}],
-        tokenize=False, add_generation_prompt=True,
+        tokenize=False,
+        add_generation_prompt=True,
     )
     ids = tokenizer(PROBE_ACTION, add_special_tokens=False)["input_ids"]
     round_trip = tokenizer.decode(ids)

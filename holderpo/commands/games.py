@@ -29,19 +29,34 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     gen.add_argument("--out", required=True, help="root folder; only OUT/SPLIT is written")
     gen.add_argument("--num", type=int, required=True, help="number of games (at least 1)")
     gen.add_argument("--seed", type=int, required=True, help="seed: same seed, same files")
-    gen.add_argument("--task-types", nargs="+", metavar="TYPE",
-                     help="task types to generate, in turn (default: all six ALFWorld types)")
-    gen.add_argument("--split", default="train",
-                     help="train, valid or test: each uses its own ALFRED floor plans (default: train)")
-    gen.add_argument("--size", default="tiny",
-                     help="tiny (2-6 receptacles), small (6-10) or alfworld (whole rooms, "
-                     "10-30 receptacles) (default: tiny)")
-    gen.add_argument("--overwrite", action="store_true",
-                     help="if OUT/SPLIT already holds games, delete that folder first (default: refuse)")
-    gen.add_argument("--workers", type=int, default=1,
-                     help="processes building games; the output does not depend on it (default: 1)")
-    gen.add_argument("--planner-every", type=int, default=10,
-                     help="cross-check every Nth game with the planner expert; 0: never (default: 10)")
+    gen.add_argument(
+        "--task-types",
+        nargs="+",
+        metavar="TYPE",
+        help="task types to generate, in turn (default: all six ALFWorld types)",
+    )
+    gen.add_argument(
+        "--split", default="train", help="train, valid or test: each uses its own ALFRED floor plans (default: train)"
+    )
+    gen.add_argument(
+        "--size",
+        default="tiny",
+        help="tiny (2-6 receptacles), small (6-10) or alfworld (whole rooms, 10-30 receptacles) (default: tiny)",
+    )
+    gen.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="if OUT/SPLIT already holds games, delete that folder first (default: refuse)",
+    )
+    gen.add_argument(
+        "--workers", type=int, default=1, help="processes building games; the output does not depend on it (default: 1)"
+    )
+    gen.add_argument(
+        "--planner-every",
+        type=int,
+        default=10,
+        help="cross-check every Nth game with the planner expert; 0: never (default: 10)",
+    )
     return parser
 
 
@@ -50,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         report = generate_games(
-            args.out, num=args.num, seed=args.seed, task_types=args.task_types, split=args.split,
-            size=args.size, overwrite=args.overwrite, workers=args.workers,
+            args.out,
+            num=args.num,
+            seed=args.seed,
+            task_types=args.task_types,
+            split=args.split,
+            size=args.size,
+            overwrite=args.overwrite,
+            workers=args.workers,
             planner_every=args.planner_every,
         )
     except (ValueError, OSError) as error:

@@ -1,13 +1,13 @@
 """`holderpo train`: HölderPO on ALFWorld games, with checkpoints and exact resume.
 
-    holderpo train --config configs/debug_cpu.yaml
-    holderpo train --resume runs/<name>
+holderpo train                        # the default run: ~30 minutes on a laptop CPU
+holderpo train --config debug_cpu     # a shipped config (or a YAML file's path)
+holderpo train --resume runs/<name>
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 
@@ -15,32 +15,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from holderpo.config import add_config_flags
 
     parser = subparsers.add_parser(
-        "train", help="train an agent with HölderPO (or GRPO, GSPO, GMPO, PPO)",
+        "train",
+        help="train an agent with HölderPO (or GRPO, GSPO, GMPO, PPO)",
         description="Collect G episodes per game, compute group advantages, update the policy "
-                    "with the Hölder-mean loss at the scheduled p. Options come from the defaults, "
-                    "then --config FILE, then flags.",
+        "with the Hölder-mean loss at the scheduled p. The defaults are the default run "
+        "(a laptop CPU, the embedded model); --config overrides them, flags override both.",
     )
-    parser.add_argument("--config", type=Path, default=None, help="YAML file of options")
-    parser.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
-                        help="continue a run from its latest checkpoint (its own config is used)")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="continue a run from its latest checkpoint (its own config is used)",
+    )
     add_config_flags(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from holderpo.config import config_overrides, load_config
+    from holderpo.config import config_overrides
     from holderpo.report import report_lines
-    from holderpo.run_folder import DEFAULT_CONFIG, start_run
+    from holderpo.run_folder import run_config, start_run
     from holderpo.trainer import TrainingDiverged
 
     try:
-        if args.resume is not None:
-            config = load_config(args.resume / "config.yaml", config_overrides(args))
-        else:
-            # no config file and no games named: the default CPU run (holderpo/defaults/cpu.yaml)
-            default = args.config is None and args.train_games is None
-            config = load_config(DEFAULT_CONFIG if default else args.config, config_overrides(args))
-        trainer = start_run(config, args.resume)
+        trainer = start_run(run_config(args.config, config_overrides(args), args.resume), args.resume)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}")
         return 2

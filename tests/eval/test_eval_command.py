@@ -27,13 +27,25 @@ def sweeps(tmp_path_factory) -> dict[str, tuple[Path, str]]:
     """A random sweep with two samples per game on `official:valid_seen` (the fixture data as
     $ALFWORLD_DATA) and an expert sweep of the same folder: (out folder, stdout)."""
     runs = {}
-    for policy, games, samples, max_steps in (("random", "official:valid_seen", 2, 5),
-                                              ("expert", TWO_GAMES, 1, 50)):
+    for policy, games, samples, max_steps in (("random", "official:valid_seen", 2, 5), ("expert", TWO_GAMES, 1, 50)):
         out = tmp_path_factory.mktemp(policy)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("ALFWORLD_DATA", str(FIXTURE_DATA))
-            code, stdout = _holderpo("eval", "--games", games, "--policy", policy, "--samples", samples,
-                                     "--max-steps", max_steps, "--workers", 1, "--out", out)
+            code, stdout = _holderpo(
+                "eval",
+                "--games",
+                games,
+                "--policy",
+                policy,
+                "--samples",
+                samples,
+                "--max-steps",
+                max_steps,
+                "--workers",
+                1,
+                "--out",
+                out,
+            )
         assert code == 0, stdout
         runs[policy] = out, stdout
     return runs
@@ -138,8 +150,14 @@ def checkpoints(tmp_path_factory, tokenizer, tiny_model) -> dict[str, Path]:
     lora = get_peft_model(tiny_model, LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     lora.peft_config["default"].base_model_name_or_path = str(root / "full")
     lora.save_pretrained(root / "lora")
-    save_checkpoint(root / "run" / "final", lora, tokenizer, None, {"state": {}},
-                    {"iteration": 3, "config": {"model": str(root / "full")}, "run": "demo"})
+    save_checkpoint(
+        root / "run" / "final",
+        lora,
+        tokenizer,
+        None,
+        {"state": {}},
+        {"iteration": 3, "config": {"model": str(root / "full")}, "run": "demo"},
+    )
     lora.unload()  # tiny_model is shared with other tests: take the adapter layers out again
     return {"full": root / "full", "lora": root / "lora", "run": root / "run" / "final"}
 
@@ -161,8 +179,21 @@ def test_adapters_load_merged_with_their_base(checkpoints, tokenizer):
 
 @pytest.mark.parametrize("kind", ["full", "lora", "run"])
 def test_eval_plays_a_checkpoint_folder(checkpoints, tmp_path, kind):
-    code, stdout = _holderpo("eval", "--games", TWO_GAMES, "--policy", checkpoints[kind], "--max-episodes", 1,
-                             "--max-steps", 2, "--workers", 1, "--out", tmp_path)
+    code, stdout = _holderpo(
+        "eval",
+        "--games",
+        TWO_GAMES,
+        "--policy",
+        checkpoints[kind],
+        "--max-episodes",
+        1,
+        "--max-steps",
+        2,
+        "--workers",
+        1,
+        "--out",
+        tmp_path,
+    )
     assert code == 0, stdout
     episode = json.loads((tmp_path / "transcripts.jsonl").read_text().splitlines()[0])
     assert episode["policy"] == str(checkpoints[kind]) and len(episode["turns"]) == 2

@@ -7,26 +7,33 @@ from pathlib import Path
 
 import pytest
 
-from holderpo.commands.compare import write_summary
-from holderpo.comparison import markdown_table, mean_curve, method_rows, training_seconds
-from tests.conftest import FIXTURE_GAMES
+from holderpo.comparison import markdown_table, mean_curve, method_rows, training_seconds, write_summary
+from tests.conftest import FIXTURE_GAMES, TEST_RUN_OPTIONS, run_flags
 
 REPO = Path(__file__).parent.parent.parent
 
 
 def _report(before, after, seed=0, won=None):
-    return {"heldout_success_before": before, "heldout_success_after": after, "config": {"seed": seed},
-            "heldout_after": {"won": won or {}}}
+    return {
+        "heldout_success_before": before,
+        "heldout_success_after": after,
+        "config": {"seed": seed},
+        "heldout_after": {"won": won or {}},
+    }
 
 
 def test_rows_average_seeds_with_a_t_interval():
-    reports = {"holderpo": [_report(0.2, 0.4, 0, {"a": 1}), _report(0.2, 0.5, 1), _report(0.3, 0.6, 2)],
-               "grpo": [_report(0.2, 0.3, 0, {"a": 0})]}
-    metrics = {"holderpo": [[{"time/rollout": 60.0, "time/update": 60.0, "time/eval": 999.0}]] * 3,
-               "grpo": [[{"time/rollout": 30.0, "time/update": 0.0}]]}
+    reports = {
+        "holderpo": [_report(0.2, 0.4, 0, {"a": 1}), _report(0.2, 0.5, 1), _report(0.3, 0.6, 2)],
+        "grpo": [_report(0.2, 0.3, 0, {"a": 0})],
+    }
+    metrics = {
+        "holderpo": [[{"time/rollout": 60.0, "time/update": 60.0, "time/eval": 999.0}]] * 3,
+        "grpo": [[{"time/rollout": 30.0, "time/update": 0.0}]],
+    }
     holder, grpo = method_rows(reports, metrics)
     assert holder.success_after == pytest.approx(0.5) and holder.seeds == 3
-    assert holder.low == pytest.approx(0.5 - 4.3027 * 0.1 / 3 ** 0.5, abs=1e-4)  # t with 2 degrees of freedom
+    assert holder.low == pytest.approx(0.5 - 4.3027 * 0.1 / 3**0.5, abs=1e-4)  # t with 2 degrees of freedom
     assert holder.gain == pytest.approx((0.2 + 0.3 + 0.3) / 3)
     assert holder.train_minutes == pytest.approx(2.0)  # evaluation time is not training time
     assert grpo.low is None and "n/a (1 seed)" in markdown_table([holder, grpo])
@@ -55,16 +62,24 @@ def test_mean_curve_handles_runs_of_different_length():
 
 
 def _compare(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "holderpo.cli", "compare", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "holderpo.cli", "compare", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--losses", "holderpo,dpo"], "--losses: expected presets among"),
-    (["--seeds", "0"], "--seeds: expected at least 1"),
-    (["--seed", "3"], "--seed: compare sets these for every run"),
-    (["--heldout-games", ""], "--heldout-games: compare scores every method on held-out games"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--losses", "holderpo,dpo"], "--losses: expected presets among"),
+        (["--seeds", "0"], "--seeds: expected at least 1"),
+        (["--seed", "3"], "--seed: compare sets these for every run"),
+        (["--heldout-games", ""], "--heldout-games: compare scores every method on held-out games"),
+    ],
+)
 def test_bad_options_stop_before_any_run(tmp_path, flags, message):
     result = _compare(*flags, "--out", str(tmp_path / "cmp"))
     assert result.returncode == 2 and message in result.stdout, result.stdout + result.stderr
@@ -73,12 +88,35 @@ def test_bad_options_stop_before_any_run(tmp_path, flags, message):
 
 def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_dir, tmp_path):
     out = tmp_path / "cmp"
-    options = ["--losses", "holderpo,grpo", "--seeds", "2", "--out", str(out), "--model", tiny_model_dir,
-               "--train-games", str(FIXTURE_GAMES / "train"), "--heldout-games", str(FIXTURE_GAMES / "valid_seen"),
-               "--group-size", "2", "--games-per-iteration", "2", "--max-steps", "3", "--num-envs", "4",
-               "--num-workers", "1", "--iterations", "1", "--minibatch-size", "4", "--micro-batch-size", "2",
-               "--skip-zero-signal", "false", "--finetune", "top", "--top-layers", "1", "--lr", "3e-3",
-               "--sft-epochs", "1"]
+    options = [
+        "--losses",
+        "holderpo,grpo",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        *run_flags(
+            TEST_RUN_OPTIONS
+            | {
+                "model": tiny_model_dir,
+                "train_games": FIXTURE_GAMES / "train",
+                "heldout_games": FIXTURE_GAMES / "valid_seen",
+                "group_size": 2,
+                "games_per_iteration": 2,
+                "max_steps": 3,
+                "num_envs": 4,
+                "num_workers": 1,
+                "iterations": 1,
+                "minibatch_size": 4,
+                "micro_batch_size": 2,
+                "skip_zero_signal": "false",
+                "finetune": "top",
+                "top_layers": 1,
+                "lr": 3e-3,
+                "sft_epochs": 1,
+            }
+        ),
+    ]
     result = _compare(*options)
     assert result.returncode == 0, result.stdout + result.stderr
     # behaviour cloning and the evaluations before RL: once per seed, in the seed's first run

@@ -11,7 +11,7 @@ import torch
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from holderpo.modeling import prepare_for_training, trainable_parameters
 from holderpo.sft import clone_behaviour, demonstration_samples, grouped_order
-from tests.conftest import FIXTURE_GAMES
+from tests.conftest import FIXTURE_GAMES, TEST_RUN_OPTIONS, run_flags
 
 REPO = Path(__file__).parent.parent.parent
 
@@ -42,13 +42,20 @@ def test_cloning_lowers_the_demonstration_loss(tokenizer, fixture_game_files, ti
     model = prepare_for_training(AutoModelForCausalLM.from_pretrained(tiny_model_dir), "full")
     policy = LLMPolicy(model, tokenizer, decoding=DecodingConfig())
     samples = demonstration_samples(policy, fixture_game_files[:1], num_envs=1, num_workers=1)
-    losses = clone_behaviour(model, samples, list(trainable_parameters(model).values()), epochs=4, lr=3e-3,
-                             batch_size=4, pad_id=tokenizer.eos_token_id, echo=lambda _: None)
+    losses = clone_behaviour(
+        model,
+        samples,
+        list(trainable_parameters(model).values()),
+        epochs=4,
+        lr=3e-3,
+        batch_size=4,
+        pad_id=tokenizer.eos_token_id,
+        echo=lambda _: None,
+    )
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_cloning_on_recorded_trunk_states_equals_cloning_the_whole_model(tokenizer, fixture_game_files,
-                                                                          tiny_model_dir):
+def test_cloning_on_recorded_trunk_states_equals_cloning_the_whole_model(tokenizer, fixture_game_files, tiny_model_dir):
     """Both paths are the same mathematics summed in a different order. In float32, Adam's
     normalised steps turn that rounding into weight differences of up to lr where a gradient
     is near zero, and which weights depend on the CPU's kernels. In float64 the rounding of a
@@ -60,16 +67,25 @@ def test_cloning_on_recorded_trunk_states_equals_cloning_the_whole_model(tokeniz
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float64)
         return prepare_for_training(model, "top", top_layers=1)
 
-    samples = demonstration_samples(LLMPolicy(fresh(), tokenizer, decoding=DecodingConfig()), fixture_game_files[:2],
-                                    num_envs=2, num_workers=1)
+    samples = demonstration_samples(
+        LLMPolicy(fresh(), tokenizer, decoding=DecodingConfig()), fixture_game_files[:2], num_envs=2, num_workers=1
+    )
     results, trunk_passes_with_grad = [], []
     for trunk_layers in (None, 1):
         model = fresh()
         passes = []  # the frozen block's forward passes while gradients are on, i.e. in the epochs
-        model.model.layers[0].register_forward_hook(lambda *_: passes.append(torch.is_grad_enabled()))
-        losses = clone_behaviour(model, samples, list(trainable_parameters(model).values()), epochs=2, lr=3e-3,
-                                 batch_size=4, pad_id=tokenizer.eos_token_id, trunk_layers=trunk_layers,
-                                 echo=lambda _: None)
+        model.model.layers[0].register_forward_hook(lambda *_, passes=passes: passes.append(torch.is_grad_enabled()))
+        losses = clone_behaviour(
+            model,
+            samples,
+            list(trainable_parameters(model).values()),
+            epochs=2,
+            lr=3e-3,
+            batch_size=4,
+            pad_id=tokenizer.eos_token_id,
+            trunk_layers=trunk_layers,
+            echo=lambda _: None,
+        )
         results.append((losses, {n: p.detach().clone() for n, p in trainable_parameters(model).items()}))
         trunk_passes_with_grad.append(sum(passes))
     (whole_losses, whole), (top_losses, top) = results
@@ -84,10 +100,43 @@ def test_cloning_on_recorded_trunk_states_equals_cloning_the_whole_model(tokeniz
 
 def test_sft_command_saves_a_checkpoint(tiny_model_dir, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "holderpo.cli", "sft", "--train-games", str(FIXTURE_GAMES / "valid_seen"),
-         "--model", tiny_model_dir, "--sft-epochs", "1", "--runs-dir", str(tmp_path), "--name", "warm",
-         "--finetune", "top", "--top-layers", "1", "--num-workers", "1"],
-        capture_output=True, text=True, timeout=300, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "holderpo.cli",
+            "sft",
+            *run_flags(
+                TEST_RUN_OPTIONS
+                | {
+                    "train_games": FIXTURE_GAMES / "valid_seen",
+                    "model": tiny_model_dir,
+                    "sft_epochs": 1,
+                    "runs_dir": tmp_path,
+                    "name": "warm",
+                    "finetune": "top",
+                    "top_layers": 1,
+                    "num_workers": 1,
+                }
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "behaviour cloning epoch 1/1" in result.stdout
     assert (tmp_path / "warm" / "final" / "holderpo_checkpoint.json").is_file()
+
+
+def test_sft_command_needs_an_epoch(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "holderpo.cli", "sft", "--sft-epochs", "0", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "--sft-epochs: behaviour cloning needs at least 1 epoch, got 0" in result.stdout
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,143 @@
+"""The settings a policy plays by (prompt, decoding, step limit), and where each one came from.
+
+A training checkpoint carries its run's resolved config (`agents.checkpoint_format.read_info`), so
+`holderpo eval --policy runs/<name>/final` plays the way the run evaluated it: the run's context,
+history, output format, decoding, response cap, evaluation temperature and step limit, unless a
+flag overrides one. Any other model (the embedded one, a model folder, a Hugging Face id) takes the
+flags, else the fallbacks below; a scripted baseline only takes the step limit.
+
+This module imports no torch, so command-line help can list the settings at once.
+
+    settings, sources = resolve_settings("runs/demo/final", {"max_steps": 20})
+    print(describe_sources(settings, sources))  # settings from the checkpoint: context=step ...
+    policy = make_policy("runs/demo/final", settings)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.baselines import BASELINES
+from agents.checkpoint_format import is_checkpoint, read_info
+from agents.prompts import PromptConfig
+
+# where a setting came from -> how the one-line description names it
+SOURCES = {"checkpoint": "from the checkpoint", "flag": "from flags", "default": "by default"}
+
+# setting -> the training option it is read from in a checkpoint's config
+RUN_OPTION = {
+    "context": "context",
+    "history": "history",
+    "output_format": "output_format",
+    "decoding": "decoding",
+    "max_new_tokens": "max_new_tokens",
+    "temperature": "eval_temperature",  # a checkpoint plays as its run's held-out evaluation did
+    "max_steps": "max_steps",
+}
+
+
+def _s(default: Any, help: str, **choices: Any) -> Any:
+    return field(default=default, metadata={"help": help, **choices})
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """How a policy plays. The defaults are the fallbacks of a policy that is not a training
+    checkpoint: those of `PromptConfig`, `DecodingConfig` and `envs.alfworld_env.DEFAULT_MAX_STEPS`
+    (written out here because agents.llm_policy imports torch; a test holds them equal)."""
+
+    context: str = _s(
+        "step", "step: a prompt per turn; full: the whole episode as one conversation", choices=("step", "full")
+    )
+    history: int = _s(2, "step context: earlier (observation, action) pairs in the prompt")
+    output_format: str = _s(
+        "action", "action: the command alone; react: <think> then <action>", choices=("action", "react")
+    )
+    decoding: str = _s(
+        "constrained", "constrained: sample only admissible commands; free: any text", choices=("constrained", "free")
+    )
+    max_new_tokens: int = _s(64, "cap on response tokens per turn")
+    temperature: float = _s(1.0, "sampling temperature (a training checkpoint's is its run's eval_temperature)")
+    max_steps: int = _s(50, "step limit of an episode")
+
+    def __post_init__(self):
+        for name in ("max_new_tokens", "max_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{_flag(name)}: expected a positive integer, got {getattr(self, name)}")
+        if self.history < 0:
+            raise ValueError(f"--history: expected a value >= 0, got {self.history}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature: expected a value > 0, got {self.temperature}")
+        for f in dataclasses.fields(self):
+            if f.metadata.get("choices") and getattr(self, f.name) not in f.metadata["choices"]:
+                raise ValueError(
+                    f"--{_flag(f.name)}: expected one of {list(f.metadata['choices'])}, got {getattr(self, f.name)!r}"
+                )
+
+    def prompt_config(self) -> PromptConfig:
+        return PromptConfig(self.context, self.history, self.output_format)
+
+    def decoding_config(self):
+        """The `agents.llm_policy.DecodingConfig` of these settings."""
+        from agents.llm_policy import DecodingConfig
+
+        return DecodingConfig(self.decoding, self.max_new_tokens, temperature=self.temperature)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def run_settings(run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a training run's held-out evaluation played by, read from its resolved config
+    (an option the config lacks is left out)."""
+    return {name: run_config[option] for name, option in RUN_OPTION.items() if option in run_config}
+
+
+def resolve_settings(policy: str, flags: Mapping[str, Any]) -> tuple[PolicySettings, dict[str, str]]:
+    """`policy`'s settings and where each came from ("flag", "checkpoint" or "default").
+
+    A flag given (not None) wins; then, where `policy` is a training checkpoint, its run's own
+    setting; then the fallback. A scripted baseline (expert, random) only has a step limit, so
+    the sources name `max_steps` alone.
+    """
+    unknown = sorted(set(flags) - set(RUN_OPTION))
+    if unknown:
+        raise ValueError(f"expected settings among {list(RUN_OPTION)}, got {unknown}")
+    stored = run_settings(read_info(policy)["config"]) if is_checkpoint(policy) else {}
+    values, sources = {}, {}
+    for name in RUN_OPTION:
+        if flags.get(name) is not None:
+            values[name], sources[name] = flags[name], "flag"
+        elif name in stored:
+            values[name], sources[name] = stored[name], "checkpoint"
+        else:
+            sources[name] = "default"
+    if policy in BASELINES:
+        sources = {"max_steps": sources["max_steps"]}
+    return PolicySettings(**values), sources
+
+
+def describe_sources(settings: PolicySettings, sources: Mapping[str, str]) -> str:
+    """One line: each setting that applies, grouped by where it came from."""
+    groups = []
+    for source, label in SOURCES.items():
+        named = " ".join(f"{name}={getattr(settings, name)}" for name, where in sources.items() if where == source)
+        if named:
+            groups.append(f"{label}: {named}")
+    return "settings " + "; ".join(groups)
+
+
+def make_policy(name: str, settings: PolicySettings):
+    """A scripted baseline by name, or the model `name` names (see `agents.models.load_policy_model`)
+    as an `LLMPolicy` playing by `settings`."""
+    if name in BASELINES:
+        return BASELINES[name]()
+    from agents.llm_policy import LLMPolicy
+    from agents.models import load_policy_model
+
+    model, tokenizer = load_policy_model(name)
+    return LLMPolicy(model, tokenizer, settings.prompt_config(), settings.decoding_config(), name=name)
