@@ -25,8 +25,15 @@ from agents.checkpoint_format import (  # re-exported: public names of this modu
 )
 from agents.models import load_checkpoint_model
 
-__all__ = ["MARKER", "CheckpointError", "latest_checkpoint", "load_checkpoint_model", "load_trainer_state",
-           "read_info", "save_checkpoint"]
+__all__ = [
+    "MARKER",
+    "CheckpointError",
+    "latest_checkpoint",
+    "load_checkpoint_model",
+    "load_trainer_state",
+    "read_info",
+    "save_checkpoint",
+]
 
 
 def save_checkpoint(target: Path, model, tokenizer, optimizer, state: dict[str, Any], info: dict[str, Any]) -> None:
@@ -49,12 +56,16 @@ def save_checkpoint(target: Path, model, tokenizer, optimizer, state: dict[str, 
             os.replace(staging, target)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise CheckpointError(f"could not write checkpoint {target}: {error}. The previous checkpoint "
-                              "(if any) is intact; free disk space and resume from it.") from error
+        raise CheckpointError(
+            f"could not write checkpoint {target}: {error}. The previous checkpoint "
+            "(if any) is intact; free disk space and resume from it."
+        ) from error
 
 
 def load_trainer_state(folder: Path) -> dict[str, Any]:
-    return torch.load(Path(folder) / TRAINER_STATE, weights_only=False)
+    """Optimizer state, trained and reference weights and the trainer's state: tensors and plain
+    containers only, loaded with `weights_only` so that a crafted file cannot run code."""
+    return torch.load(Path(folder) / TRAINER_STATE, weights_only=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

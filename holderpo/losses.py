@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from holderpo.kl import masked_mean
+from holderpo.kl import kl_penalty, masked_mean
 from holderpo.schedules import PSchedule, make_schedule
 
 __all__ = [
@@ -442,18 +442,37 @@ class LossPreset:
     aggregation: str | None = None
 
     def loss(
-        self, logp: Tensor, old_logp: Tensor, advantages: Tensor, mask: Tensor, p: float | Tensor
+        self,
+        logp: Tensor,
+        old_logp: Tensor,
+        advantages: Tensor,
+        mask: Tensor,
+        p: float | Tensor,
+        *,
+        weights: Tensor | None = None,
+        clip_low: float | None = None,
+        clip_high: float | None = None,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """This preset's (loss, metrics) on one minibatch; p = self.schedule(iteration, total).
 
-        Shapes as in `holder_policy_loss`; the plain PPO preset has no Hölder mean and ignores p.
+        Shapes as in `holder_policy_loss`; `clip_low`/`clip_high` override the preset's ranges
+        (None: the preset's). The plain PPO preset has no Hölder mean: it ignores p and the
+        sample weights (its token-mean already weighs every token alike).
         """
+        low = self.clip_low if clip_low is None else clip_low
+        high = self.clip_high if clip_high is None else clip_high
         if self.aggregation is not None:
-            return ppo_token_loss(
-                logp, old_logp, advantages, mask, self.clip_low, self.clip_high, self.aggregation
-            )
+            return ppo_token_loss(logp, old_logp, advantages, mask, low, high, self.aggregation)
         return holder_policy_loss(
-            logp, old_logp, advantages, mask, p, self.clip_low, self.clip_high, self.clip,
+            logp,
+            old_logp,
+            advantages,
+            mask,
+            p,
+            low,
+            high,
+            self.clip,
+            weights=weights,
             log_space_clip=self.log_space_clip,
         )
 
@@ -462,25 +481,45 @@ PRESETS: dict[str, LossPreset] = {
     preset.name: preset
     for preset in (
         LossPreset(
-            "grpo", "GRPO (arXiv 2402.03300): token-level PPO clip, averaged per sequence",
-            clip="token", clip_low=0.2, clip_high=0.2, schedule=make_schedule("constant", 1.0),
+            "grpo",
+            "GRPO (arXiv 2402.03300): token-level PPO clip, averaged per sequence",
+            clip="token",
+            clip_low=0.2,
+            clip_high=0.2,
+            schedule=make_schedule("constant", 1.0),
         ),
         LossPreset(
-            "gspo", "GSPO (arXiv 2507.18071): clipped geometric-mean sequence ratio",
-            clip="sequence", clip_low=3e-4, clip_high=4e-4, schedule=make_schedule("constant", 0.0),
+            "gspo",
+            "GSPO (arXiv 2507.18071): clipped geometric-mean sequence ratio",
+            clip="sequence",
+            clip_low=3e-4,
+            clip_high=4e-4,
+            schedule=make_schedule("constant", 0.0),
         ),
         LossPreset(
-            "gmpo", "GMPO (arXiv 2507.20673): token clip of log r at +-0.4, then geometric mean",
-            clip="token", clip_low=0.4, clip_high=0.4, schedule=make_schedule("constant", 0.0),
+            "gmpo",
+            "GMPO (arXiv 2507.20673): token clip of log r at +-0.4, then geometric mean",
+            clip="token",
+            clip_low=0.4,
+            clip_high=0.4,
+            schedule=make_schedule("constant", 0.0),
             log_space_clip=True,
         ),
         LossPreset(
-            "holderpo", "HölderPO (arXiv 2605.12058): clipped Hölder-mean sequence ratio, p linear 1 -> -1",
-            clip="sequence", clip_low=0.2, clip_high=0.2, schedule=make_schedule("linear", 1.0, -1.0),
+            "holderpo",
+            "HölderPO (arXiv 2605.12058): clipped Hölder-mean sequence ratio, p linear 1 -> -1",
+            clip="sequence",
+            clip_low=0.2,
+            clip_high=0.2,
+            schedule=make_schedule("linear", 1.0, -1.0),
         ),
         LossPreset(
-            "ppo", "PPO (arXiv 1707.06347): token-level clip, token-mean over the batch",
-            clip="token", clip_low=0.2, clip_high=0.2, schedule=make_schedule("constant", 1.0),
+            "ppo",
+            "PPO (arXiv 1707.06347): token-level clip, token-mean over the batch",
+            clip="token",
+            clip_low=0.2,
+            clip_high=0.2,
+            schedule=make_schedule("constant", 1.0),
             aggregation="token-mean",
         ),
     )
@@ -493,3 +532,54 @@ def get_preset(name: str) -> LossPreset:
     if name not in PRESETS:
         raise ValueError(f"expected a loss preset in {sorted(PRESETS)}, got {name!r}")
     return PRESETS[name]
+
+
+def total_loss(
+    preset: LossPreset,
+    logp: Tensor,
+    old_logp: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    p: float | Tensor,
+    *,
+    weights: Tensor | None = None,
+    clip_low: float | None = None,
+    clip_high: float | None = None,
+    ref_logp: Tensor | None = None,
+    kl_coef: float = 0.0,
+    kl_estimator: str = "k3",
+    entropy: Tensor | None = None,
+    entropy_coef: float = 0.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """What an update minimises: the preset's policy loss, plus the KL penalty to the reference,
+    minus the entropy bonus:
+
+        L = L_preset + kl_coef * mean_t KL(pi || pi_ref) - entropy_coef * mean_t H(pi)
+
+    with both means over the masked tokens of the batch.
+
+    Args:
+        preset: the objective (see `PRESETS`).
+        logp, old_logp, mask: (B, T) as in `holder_policy_loss`; advantages, weights: (B,).
+        ref_logp: (B, T) log-probs of the reference policy; None: no KL term.
+        entropy: (B, T) entropy of the sampling distribution at each token; None: no bonus.
+
+    Returns:
+        (loss, metrics): metrics are detached scalars under "loss/...": the preset's own
+        metrics, "policy" (the policy loss), and "kl" and "entropy" where those terms are on.
+    """
+    policy, preset_metrics = preset.loss(
+        logp, old_logp, advantages, mask, p, weights=weights, clip_low=clip_low, clip_high=clip_high
+    )
+    metrics = {f"loss/{key}": value for key, value in preset_metrics.items()}
+    metrics["loss/policy"] = policy.detach()
+    loss = policy
+    if ref_logp is not None:
+        kl = masked_mean(kl_penalty(logp, ref_logp, mask, kl_estimator), mask)
+        loss = loss + kl_coef * kl
+        metrics["loss/kl"] = kl.detach()
+    if entropy is not None:
+        mean_entropy = masked_mean(entropy, mask)
+        loss = loss - entropy_coef * mean_entropy
+        metrics["loss/entropy"] = mean_entropy.detach()
+    return loss, metrics

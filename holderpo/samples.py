@@ -7,11 +7,12 @@ action tokens of every turn and none of the observation tokens in between.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
+from agents.policy import TokenRecord
 from holderpo.advantages import get_estimator, gigpo_advantages, zero_signal_mask
 from rollouts.records import EpisodeRecord
 
@@ -41,12 +42,22 @@ def episode_return(record: EpisodeRecord, win_reward: float, invalid_penalty: fl
 
 def step_rewards(record: EpisodeRecord, win_reward: float, invalid_penalty: float) -> torch.Tensor:
     """Per-turn rewards for GiGPO: the win on its step, the penalty on invalid steps."""
-    return torch.tensor([(win_reward if turn.reward > 0 else 0.0) - (0.0 if turn.admissible else invalid_penalty)
-                         for turn in record.turns])
+    return torch.tensor(
+        [
+            (win_reward if turn.reward > 0 else 0.0) - (0.0 if turn.admissible else invalid_penalty)
+            for turn in record.turns
+        ]
+    )
 
 
-def advantages(records: Sequence[EpisodeRecord], estimator: str, win_reward: float, invalid_penalty: float,
-               omega: float = 1.0, gamma: float = 0.95) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+def advantages(
+    records: Sequence[EpisodeRecord],
+    estimator: str,
+    win_reward: float,
+    invalid_penalty: float,
+    omega: float = 1.0,
+    gamma: float = 0.95,
+) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
     """Per-turn advantages of each episode, the returns (N,), and the zero-signal mask (N,).
 
     An episode has zero signal when every advantage of it is 0: under the episode-level
@@ -58,8 +69,13 @@ def advantages(records: Sequence[EpisodeRecord], estimator: str, win_reward: flo
     groups = torch.tensor([r.group for r in records])
     if estimator == "gigpo":
         per_step = gigpo_advantages(
-            returns, [step_rewards(r, win_reward, invalid_penalty) for r in records],
-            [[turn.observation for turn in r.turns] for r in records], groups, gamma=gamma, omega=omega)
+            returns,
+            [step_rewards(r, win_reward, invalid_penalty) for r in records],
+            [[turn.observation for turn in r.turns] for r in records],
+            groups,
+            gamma=gamma,
+            omega=omega,
+        )
         zero_signal = torch.tensor([bool((steps == 0).all()) for steps in per_step], dtype=torch.bool)
     else:
         episode = get_estimator(estimator)(returns, groups)
@@ -68,21 +84,31 @@ def advantages(records: Sequence[EpisodeRecord], estimator: str, win_reward: flo
     return per_step, returns, zero_signal
 
 
-def _turn_tokens(turn, replay) -> tuple[list[int], list[int], list[float], list[bool], list, int]:
-    extras = turn.extras
-    allowed = replay(extras["admissible"], extras["response_ids"])
-    return (extras["prompt_ids"], extras["response_ids"], extras["logprobs"], extras["loss_mask"], allowed,
-            extras.get("prefix_length", 0))
+def _turn_sample(tokens: TokenRecord, replay, advantage: float, index: int) -> Sample:
+    allowed = replay(tokens.admissible, tokens.response_ids)
+    return Sample(
+        tokens.prompt_ids,
+        tokens.response_ids,
+        tokens.logprobs,
+        tokens.loss_mask,
+        allowed,
+        advantage,
+        1.0,
+        index,
+        tokens.prefix_length,
+        tokens.prefix_states,
+        tokens.trunk_states,
+    )
 
 
-def _turn_sample(turn, replay, advantage: float, index: int) -> Sample:
-    prompt, response, logprobs, mask, allowed, prefix = _turn_tokens(turn, replay)
-    return Sample(prompt, response, logprobs, mask, allowed, advantage, 1.0, index, prefix,
-                  turn.extras.get("prefix_states"), turn.extras.get("trunk_states"))
-
-
-def build_samples(records: Sequence[EpisodeRecord], per_step: Sequence[torch.Tensor], keep: Sequence[bool],
-                  context: str, replay, sample_weighting: str = "sample") -> list[Sample]:
+def build_samples(
+    records: Sequence[EpisodeRecord],
+    per_step: Sequence[torch.Tensor],
+    keep: Sequence[bool],
+    context: str,
+    replay,
+    sample_weighting: str = "sample",
+) -> list[Sample]:
     """Training samples of the kept episodes.
 
     `replay(admissible, response_ids)` rebuilds the allowed set of each response token (a list
@@ -91,13 +117,15 @@ def build_samples(records: Sequence[EpisodeRecord], per_step: Sequence[torch.Ten
     """
     samples: list[Sample] = []
     for index, (record, steps) in enumerate(zip(records, per_step)):
-        if not keep[index] or not record.turns or "prompt_ids" not in record.turns[0].extras:
+        if not keep[index] or not record.turns or record.turns[0].tokens is None:
             continue
+        turn_tokens = [turn.tokens for turn in record.turns]
         if context == "step":
-            episode_samples = [_turn_sample(turn, replay, float(steps[t]), index)
-                               for t, turn in enumerate(record.turns)]
+            episode_samples = [
+                _turn_sample(tokens, replay, float(steps[t]), index) for t, tokens in enumerate(turn_tokens)
+            ]
         else:
-            episode_samples = [_full_sample(record, steps, replay, index)]
+            episode_samples = [_full_sample(turn_tokens, steps, replay, index)]
         if sample_weighting == "episode":
             for sample in episode_samples:
                 sample.weight = 1.0 / len(episode_samples)
@@ -105,24 +133,53 @@ def build_samples(records: Sequence[EpisodeRecord], per_step: Sequence[torch.Ten
     return samples
 
 
-def _full_sample(record: EpisodeRecord, steps: torch.Tensor, replay, index: int) -> Sample:
-    """One sample for a whole episode: the last prompt extends every earlier turn's tokens."""
-    first_prompt, *_ = _turn_tokens(record.turns[0], replay)
-    last_prompt, last_response, *_ = _turn_tokens(record.turns[-1], replay)
-    sequence = last_prompt + last_response
+def _full_sample(turns: Sequence[TokenRecord], steps: torch.Tensor, replay, index: int) -> Sample:
+    """One sample for a whole episode (its turns' tokens): the last prompt extends every earlier
+    turn's tokens."""
+    first_prompt = turns[0].prompt_ids
+    sequence = turns[-1].prompt_ids + turns[-1].response_ids
     length = len(sequence) - len(first_prompt)
     logprobs, mask, allowed = [0.0] * length, [False] * length, [None] * length
-    for turn in record.turns:
-        prompt, response, turn_logprobs, turn_mask, turn_allowed, _ = _turn_tokens(turn, replay)
+    for turn in turns:
+        prompt, response = turn.prompt_ids, turn.response_ids
         start = len(prompt) - len(first_prompt)
-        assert sequence[len(prompt): len(prompt) + len(response)] == response, "full context is a prefix chain"
-        logprobs[start: start + len(response)] = turn_logprobs
-        mask[start: start + len(response)] = turn_mask
-        allowed[start: start + len(response)] = turn_allowed
-    return Sample(first_prompt, sequence[len(first_prompt):], logprobs, mask, allowed,
-                  float(steps.mean()), 1.0, index)
+        assert sequence[len(prompt) : len(prompt) + len(response)] == response, "full context is a prefix chain"
+        logprobs[start : start + len(response)] = turn.logprobs
+        mask[start : start + len(response)] = turn.loss_mask
+        allowed[start : start + len(response)] = replay(turn.admissible, response)
+    return Sample(first_prompt, sequence[len(first_prompt) :], logprobs, mask, allowed, float(steps.mean()), 1.0, index)
 
 
 def right_aligned(rows: Sequence[Sequence], width: int, fill, dtype) -> torch.Tensor:
     """Stack ragged rows into (B, width), each row in its last columns (matches `Scored`)."""
     return torch.tensor([[fill] * (width - len(row)) + list(row) for row in rows], dtype=dtype)
+
+
+@dataclass(frozen=True)
+class Minibatch:
+    """One micro-batch's per-sample data as right-aligned tensors that line up with the model's
+    scores (`agents.scoring.Scored`, (B, T)): row b's response fills its last columns."""
+
+    old_logprobs: torch.Tensor  # (B, T) float32: sampling log-probs, 0 outside the loss
+    mask: torch.Tensor  # (B, T) bool: response tokens in the loss
+    advantages: torch.Tensor  # (B,) float32
+    weights: torch.Tensor  # (B,) float32: each sample's weight in the loss
+    ref_logprobs: torch.Tensor | None  # (B, T) float32: the reference's log-probs; None without KL
+
+    @classmethod
+    def from_samples(
+        cls, samples: Sequence[Sample], ref: Sequence[torch.Tensor] | None, scored_mask: torch.Tensor
+    ) -> Minibatch:
+        """`ref[b]`: the reference's log-probs of sample b's scored tokens; `scored_mask` (B, T):
+        the real response tokens of the scores, whose width and device the tensors take."""
+        width, device = scored_mask.shape[1], scored_mask.device
+        mask = right_aligned([s.loss_mask for s in samples], width, False, torch.bool) & scored_mask.cpu()
+        return cls(
+            old_logprobs=right_aligned([s.old_logprobs for s in samples], width, 0.0, torch.float32).to(device),
+            mask=mask.to(device),
+            advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32).to(device),
+            weights=torch.tensor([s.weight for s in samples], dtype=torch.float32).to(device),
+            ref_logprobs=None
+            if ref is None
+            else right_aligned([r.tolist() for r in ref], width, 0.0, torch.float32).to(device),
+        )

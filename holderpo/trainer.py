@@ -3,17 +3,22 @@
 Each iteration: draw games, play G episodes of each (collect), turn returns into group
 advantages, then run `epochs` passes of minibatch updates of the Hölder-mean policy loss at the
 scheduled p, plus a KL penalty to the frozen reference. Evaluation on held-out games, metrics,
-checkpoints and exact resume sit around that loop.
+checkpoints and exact resume sit around that loop; `Trainer.train` reads top to bottom.
+
+Seams for scale: `collect` is the only place that generates (another engine plugs in there),
+and `update` the only place that computes gradients (several processes plug in there).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,20 +27,20 @@ from tqdm import tqdm
 from agents.baselines import RandomAdmissiblePolicy
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_model
+from agents.policy_settings import PolicySettings, run_settings
 from agents.prompts import PromptConfig
 from agents.scoring import TrunkStates, response_logprobs
 from agents.trunk import top_blocks_reproduce
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
 from eval.evaluate import summarize
-from eval.stats import paired_difference
 from holderpo.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from holderpo.config import TrainConfig
-from holderpo.kl import kl_penalty, masked_mean
-from holderpo.losses import get_preset, holder_policy_loss, ppo_token_loss
+from holderpo.losses import get_preset, total_loss
 from holderpo.modeling import Reference, prepare_for_training, trainable_parameters
-from holderpo.run_logging import RunLogger, plot_metrics
-from holderpo.samples import Sample, advantages, build_samples, right_aligned
+from holderpo.report import run_report
+from holderpo.run_logging import RunLogger, plot_metrics, read_metrics
+from holderpo.samples import Minibatch, Sample, advantages, build_samples
 from holderpo.schedules import make_schedule
 from holderpo.sft import clone_behaviour, demonstration_samples
 from rollouts.records import EpisodeRecord
@@ -43,9 +48,92 @@ from rollouts.runner import play_episodes
 from rollouts.specs import iteration_games, iteration_specs, make_specs
 from rollouts.transcripts import TranscriptWriter
 
+__all__ = ["Trainer", "TrainerState", "TrainingDiverged", "iteration_games", "progress_line"]
+
 
 class TrainingDiverged(RuntimeError):
     """The loss was NaN or infinite too many times in a row; the run saved and stopped."""
+
+
+@dataclass
+class TrainerState:
+    """Where a run stands; every checkpoint saves it, so a resumed run goes on exactly.
+
+    Held-out evaluations are the evaluator's summary plus `won` per episode id: every
+    evaluation of a run plays the same episodes, so any two of them pair up.
+    """
+
+    iteration: int = 0  # iterations finished
+    wall_seconds: float = 0.0  # time spent training so far, over all resumes
+    bad_steps: int = 0  # NaN/inf losses in a row (the run stops at max_bad_steps)
+    skipped_steps: int = 0  # NaN/inf losses in all
+    heldout_random: dict | None = None  # the random admissible policy, before anything else
+    heldout_untrained: dict | None = None  # the model as loaded
+    heldout_before: dict | None = None  # the policy RL starts from (after the warm start, if any)
+    sft_done: bool = False
+    sft_losses: list[float] = field(default_factory=list)  # behaviour cloning loss per epoch
+    sft_samples: int = 0
+    sft_seconds: float = 0.0
+
+    # what a warm start leaves behind: its record and the evaluations made before RL
+    WARM_START: ClassVar[tuple[str, ...]] = (
+        "sft_done",
+        "sft_losses",
+        "sft_samples",
+        "sft_seconds",
+        "heldout_random",
+        "heldout_untrained",
+        "heldout_before",
+    )
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> TrainerState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in saved.items() if key in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainingBatch:
+    """An iteration's training samples and what its rollouts measured."""
+
+    samples: list[Sample]
+    metrics: dict[str, float]  # rollout/... and update/samples
+
+
+@dataclass
+class RunSession:
+    """What stays open while a run trains: its envs, transcript files, metrics log and Ctrl-C flag."""
+
+    envs: BatchedAlfWorld
+    train_log: TranscriptWriter
+    eval_log: TranscriptWriter
+    logger: RunLogger
+    stop: StopRequest
+
+
+class StopRequest:
+    """Inside `with`, Ctrl-C asks the run to stop at the next iteration boundary (it saves
+    first); a second Ctrl-C stops at once, and the last checkpoint stays usable."""
+
+    def __init__(self, echo: Callable[[str], None]):
+        self.requested = False
+        self.echo = echo
+
+    def __enter__(self) -> StopRequest:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.echo("stopping after this iteration (Ctrl-C again to stop at once)")
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
@@ -64,23 +152,51 @@ def rollout_metrics(records: Sequence[EpisodeRecord], returns: torch.Tensor, zer
 def progress_line(iteration: int, iterations: int, metrics: dict) -> str:
     """One console line per iteration. An iteration whose groups all won or all lost together
     has nothing to learn from and makes no update; it says so instead of printing a NaN loss."""
-    update = (f"loss={metrics['loss/policy']:+.4f}" if "loss/policy" in metrics
-              else "no update (every group won or lost together)")
-    return (f"iteration {iteration + 1}/{iterations}  p={metrics['schedule/p']:+.3f}  "
-            f"success={metrics['rollout/success_rate']:.2f}  return={metrics['rollout/return_mean']:+.2f}  "
-            f"samples={metrics['update/samples']}  {update}")
+    update = (
+        f"loss={metrics['loss/policy']:+.4f}"
+        if "loss/policy" in metrics
+        else "no update (every group won or lost together)"
+    )
+    return (
+        f"iteration {iteration + 1}/{iterations}  p={metrics['schedule/p']:+.3f}  "
+        f"success={metrics['rollout/success_rate']:.2f}  return={metrics['rollout/return_mean']:+.2f}  "
+        f"samples={metrics['update/samples']}  {update}"
+    )
+
+
+def minibatch_indices(count: int, minibatch_size: int, epochs: int, rng: np.random.Generator) -> Iterator[np.ndarray]:
+    """Sample indices of each optimizer step: `epochs` shuffled passes, cut into minibatches."""
+    for _ in range(epochs):
+        order = rng.permutation(count)
+        for start in range(0, count, minibatch_size):
+            yield order[start : start + minibatch_size]
+
+
+def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """`function(*args)` and the seconds it took."""
+    tick = time.time()
+    return function(*args), time.time() - tick
 
 
 # -- the trainer ----------------------------------------------------------------------------------
 class Trainer:
-    def __init__(self, config: TrainConfig, run_dir: Path, resume: bool = False, echo: Callable[[str], None] = print,
-                 warm_start_from: Path | None = None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: Path,
+        resume: bool = False,
+        echo: Callable[[str], None] = print,
+        warm_start_from: Path | None = None,
+    ):
         self.cfg, self.run_dir, self.echo = config, Path(run_dir), echo
         self.train_games = resolve_games(config.train_games)
         self.heldout_games = resolve_games(config.heldout_games) if config.heldout_games else []
         self.preset = get_preset(config.preset)
-        self.schedule = (make_schedule(config.p_schedule, config.p_start, config.p_end)
-                         if config.preset == "holderpo" else self.preset.schedule)
+        self.schedule = (
+            make_schedule(config.p_schedule, config.p_start, config.p_end)
+            if config.preset == "holderpo"
+            else self.preset.schedule
+        )
         self.clip_low = config.clip_low if config.clip_low != -1.0 else self.preset.clip_low
         self.clip_high = config.clip_high if config.clip_high != -1.0 else self.preset.clip_high
 
@@ -88,23 +204,304 @@ class Trainer:
         base, self.tokenizer = load_model(config.model, config.dtype, config.device)
         self.model = prepare_for_training(base, config.finetune, config.lora_rank, config.lora_alpha, config.top_layers)
         self.reference = Reference(self.model, config.finetune) if config.kl_coef > 0 else None
-        self.optimizer = torch.optim.AdamW(trainable_parameters(self.model).values(), lr=config.lr,
-                                           weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            trainable_parameters(self.model).values(), lr=config.lr, weight_decay=config.weight_decay
+        )
         prompt = PromptConfig(config.context, config.history, config.output_format)
         decoding = DecodingConfig(config.decoding, config.max_new_tokens, temperature=config.temperature)
         self.trunk_layers = self._trunk_layers()
-        self.policy = LLMPolicy(self.model, self.tokenizer, prompt, decoding, name=config.name,
-                                trunk_layers=self.trunk_layers)
-        self.eval_policy = LLMPolicy(self.model, self.tokenizer, prompt,
-                                     replace(decoding, temperature=config.eval_temperature), name=config.name)
-        self.state: dict[str, Any] = {"iteration": 0, "heldout_before": None, "bad_steps": 0, "wall_seconds": 0.0}
+        self.policy = LLMPolicy(
+            self.model, self.tokenizer, prompt, decoding, name=config.name, trunk_layers=self.trunk_layers
+        )
+        # held-out evaluation plays by the settings `holderpo eval` reads back from a checkpoint
+        evaluation = PolicySettings(**run_settings(config.to_dict()))
+        self.eval_policy = LLMPolicy(
+            self.model, self.tokenizer, evaluation.prompt_config(), evaluation.decoding_config(), name=config.name
+        )
+        self.state = TrainerState()
         if resume:
             self._restore()
         elif warm_start_from is not None:
             self._adopt_warm_start(Path(warm_start_from))
-        self._stop_requested = False
 
-    # -- setup, checkpoints ---------------------------------------------------------------------
+    # -- the loop -------------------------------------------------------------------------------
+    def train(self) -> dict:
+        """The run: held-out baselines and the warm start, then per iteration collect ->
+        advantages -> update -> evaluate/log/checkpoint, then the held-out evaluation after RL.
+        Returns the report, or {} when Ctrl-C stopped the run (it saved; --resume goes on)."""
+        cfg, state = self.cfg, self.state
+        started = time.time() - state.wall_seconds
+        with self.session() as run:
+            self.before_rl(run)
+            while state.iteration < cfg.iterations and not run.stop.requested:
+                p = self.schedule(state.iteration, cfg.iterations)
+                records, rollout_seconds = timed(self.collect, run.envs, state.iteration, run.train_log)
+                batch = self.training_batch(records)
+                update_metrics, update_seconds = timed(self.update, batch.samples, state.iteration, p)
+                state.iteration += 1
+                metrics = batch.metrics | {"schedule/p": p, "time/rollout": rollout_seconds} | update_metrics
+                metrics |= {"time/update": update_seconds} | self.periodic_evaluation(run)
+                state.wall_seconds = time.time() - started
+                self.log(run, metrics)
+                self.periodic_checkpoint()
+            if run.stop.requested and state.iteration < cfg.iterations:
+                return self.save_interrupted()
+            after = self.evaluate(run.envs, run.eval_log) if self.heldout_games else None
+        state.wall_seconds = time.time() - started
+        self.save(self.run_dir / "final")
+        return self.report(after)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[RunSession]:
+        cfg, transcripts = self.cfg, self.run_dir / "transcripts"
+        with contextlib.ExitStack() as stack:
+            envs = stack.enter_context(
+                BatchedAlfWorld(
+                    min(cfg.num_envs, cfg.games_per_iteration * cfg.group_size),
+                    cfg.num_workers or None,
+                    max_steps=cfg.max_steps,
+                    trust_game_files=cfg.trust_game_files,
+                )
+            )
+            train_log = stack.enter_context(TranscriptWriter(transcripts / "train.jsonl", cfg.preset, cfg.model))
+            eval_log = stack.enter_context(TranscriptWriter(transcripts / "eval.jsonl", cfg.preset, cfg.model))
+            logger = RunLogger(self.run_dir)
+            stack.callback(logger.close)
+            stop = stack.enter_context(StopRequest(self.echo))
+            yield RunSession(envs, train_log, eval_log, logger, stop)
+
+    # -- the stages -----------------------------------------------------------------------------
+    def before_rl(self, run: RunSession) -> None:
+        """Held-out baselines (random policy, untrained model), the warm start, and the held-out
+        evaluation RL starts from; each once, so a resumed run skips what it has."""
+        state = self.state
+        if self.heldout_games and state.heldout_untrained is None:
+            state.heldout_random = self.evaluate(run.envs, None, RandomAdmissiblePolicy())
+            state.heldout_untrained = self.evaluate(run.envs, run.eval_log)
+            self.echo(
+                f"held-out success, random admissible policy: {state.heldout_random['success_rate']:.3f}; "
+                f"untrained model: {state.heldout_untrained['success_rate']:.3f}"
+            )
+        if self.cfg.sft_epochs and not state.sft_done:
+            self.warm_start()
+        if self.heldout_games and state.heldout_before is None:
+            state.heldout_before = (
+                self.evaluate(run.envs, run.eval_log) if self.cfg.sft_epochs else state.heldout_untrained
+            )
+            self.echo(f"held-out success before RL: {state.heldout_before['success_rate']:.3f}")
+            if self.cfg.sft_epochs:  # the warm-start checkpoint also keeps its evaluation (compare reuses both)
+                self.save(self.checkpoint_path(0))
+
+    def collect(self, envs: BatchedAlfWorld, iteration: int, writer: TranscriptWriter) -> list[EpisodeRecord]:
+        games = iteration_games(self.train_games, iteration, self.cfg.games_per_iteration, self.cfg.seed)
+        specs = iteration_specs(games, iteration, self.cfg.group_size, self.cfg.seed)
+        return play_episodes(envs, self.policy, specs, on_episode_end=writer.write, progress="collect")
+
+    def training_batch(self, records: Sequence[EpisodeRecord]) -> TrainingBatch:
+        """Group advantages of the episodes, then the samples the update trains on."""
+        cfg = self.cfg
+        per_step, returns, zero_signal = advantages(
+            records, cfg.estimator, cfg.win_reward, cfg.invalid_penalty, cfg.gigpo_omega, cfg.gigpo_gamma
+        )
+        keep = ~zero_signal if cfg.skip_zero_signal else torch.ones_like(zero_signal)
+        samples = build_samples(records, per_step, keep.tolist(), cfg.context, self._replay, cfg.sample_weighting)
+        return TrainingBatch(samples, rollout_metrics(records, returns, zero_signal) | {"update/samples": len(samples)})
+
+    def update(self, samples: list[Sample], iteration: int, p: float) -> dict:
+        """`epochs` passes of minibatch steps over the samples; the metrics averaged over steps
+        ({} when there is nothing to learn from)."""
+        if not samples:
+            return {}
+        cfg = self.cfg
+        ref = self.reference_logprobs(samples) if self.reference is not None else None
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration, 7]))
+        total = -(-len(samples) // cfg.minibatch_size) * cfg.epochs
+        sums: dict[str, float] = {}
+        steps = 0
+        for mb_index in tqdm(
+            minibatch_indices(len(samples), cfg.minibatch_size, cfg.epochs, rng),
+            total=total,
+            desc="update",
+            unit="step",
+            leave=False,
+        ):
+            mb_metrics = self.optimizer_step(
+                [samples[i] for i in mb_index], [ref[i] for i in mb_index] if ref else None, p
+            )
+            if mb_metrics is None:  # a NaN/inf loss: the step was skipped
+                continue
+            for key, value in mb_metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            steps += 1
+        return {key: value / max(steps, 1) for key, value in sums.items()} | {"update/steps": steps}
+
+    def periodic_evaluation(self, run: RunSession) -> dict:
+        """Held-out success every `eval_every` iterations (not after the last: the final
+        evaluation follows)."""
+        done, cfg = self.state.iteration, self.cfg
+        if not (self.heldout_games and cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.iterations):
+            return {}
+        summary, seconds = timed(self.evaluate, run.envs, run.eval_log)
+        return {"eval/success_rate": summary["success_rate"], "time/eval": seconds}
+
+    def log(self, run: RunSession, metrics: dict) -> None:
+        run.logger.log(self.state.iteration - 1, metrics)
+        self.echo(progress_line(self.state.iteration - 1, self.cfg.iterations, metrics))
+
+    def periodic_checkpoint(self) -> None:
+        every = self.cfg.checkpoint_every
+        if every and self.state.iteration % every == 0:
+            self.save(self.checkpoint_path(self.state.iteration))
+
+    def save_interrupted(self) -> dict:
+        self.save(self.checkpoint_path(self.state.iteration))
+        self.echo(f"saved; continue with: holderpo train --resume {self.run_dir}")
+        return {}
+
+    def report(self, after: dict | None) -> dict:
+        """`report.json` (see `holderpo.report.run_report`) and the run's curves."""
+        metrics_path = self.run_dir / "metrics.jsonl"
+        metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
+        report = run_report(self.cfg.to_dict(), self.state.to_dict(), after, metrics[-1] if metrics else {})
+        (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
+        if metrics:
+            plot_metrics(metrics_path, self.run_dir / "curves.png")
+        return report
+
+    # -- evaluation and the warm start ----------------------------------------------------------
+    def evaluate(self, envs: BatchedAlfWorld, writer: TranscriptWriter | None, policy=None) -> dict:
+        """The evaluator's summary on the held-out games, plus `won` per episode id."""
+        specs = make_specs(self.heldout_games, self.cfg.seed, max_episodes=self.cfg.heldout_episodes or None)
+        records = play_episodes(
+            envs,
+            policy or self.eval_policy,
+            specs,
+            progress="evaluate",
+            on_episode_end=writer.write if writer is not None else None,
+        )
+        return summarize(records).to_json() | {"won": {r.episode_id: int(r.won) for r in records}}
+
+    def warm_start(self) -> None:
+        """Behaviour cloning on the training games' walkthroughs, then a checkpoint (iteration 0)."""
+        tick = time.time()
+        samples = demonstration_samples(
+            self.policy,
+            self.train_games,
+            num_envs=self.cfg.num_envs,
+            num_workers=self.cfg.num_workers or None,
+            seed=self.cfg.seed,
+            trust_game_files=self.cfg.trust_game_files,
+        )
+        losses = clone_behaviour(
+            self.model,
+            samples,
+            list(trainable_parameters(self.model).values()),
+            epochs=self.cfg.sft_epochs,
+            lr=self.cfg.sft_lr,
+            batch_size=self.cfg.sft_batch_size,
+            pad_id=self.tokenizer.eos_token_id,
+            seed=self.cfg.seed,
+            trunk_layers=self.trunk_layers,
+            echo=self.echo,
+        )
+        if self.reference is not None:
+            self.reference.snapshot()  # RL is anchored to the policy it starts from
+        state = self.state  # updated in place: `train` and `before_rl` hold it
+        state.sft_done, state.sft_losses, state.sft_samples = True, losses, len(samples)
+        state.sft_seconds = time.time() - tick
+        self.save(self.checkpoint_path(0))
+
+    # -- one optimizer step ---------------------------------------------------------------------
+    def optimizer_step(
+        self, samples: Sequence[Sample], ref: Sequence[torch.Tensor] | None, p: float
+    ) -> dict[str, float] | None:
+        """One minibatch: gradients accumulated over micro-batches (each weighted by its share of
+        the samples' weight), clipped, applied. None if a loss was NaN or infinite (skipped)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        micro, total_weight = self.cfg.micro_batch_size, sum(s.weight for s in samples)
+        metrics: dict[str, float] = {}
+        for start in range(0, len(samples), micro):
+            chunk = samples[start : start + micro]
+            loss, chunk_metrics = self.micro_batch_loss(chunk, ref[start : start + micro] if ref else None, p)
+            if not torch.isfinite(loss):
+                self._bad_step()
+                return None
+            (loss * sum(s.weight for s in chunk) / total_weight).backward()
+            for key, value in chunk_metrics.items():
+                metrics[key] = metrics.get(key, 0.0) + float(value) * len(chunk) / len(samples)
+        self.state.bad_steps = 0
+        norm = torch.nn.utils.clip_grad_norm_(
+            list(trainable_parameters(self.model).values()), self.cfg.max_grad_norm or float("inf")
+        )
+        self.optimizer.step()
+        return metrics | {"loss/grad_norm": float(norm)}
+
+    def micro_batch_loss(self, samples: Sequence[Sample], ref: Sequence[torch.Tensor] | None, p: float):
+        """(loss, metrics) of one micro-batch: the preset's loss + KL - entropy bonus."""
+        cfg = self.cfg
+        scored = self._score(samples, with_entropy=cfg.entropy_coef > 0)
+        batch = Minibatch.from_samples(samples, ref, scored.mask)
+        return total_loss(
+            self.preset,
+            scored.logprobs,
+            batch.old_logprobs,
+            batch.advantages,
+            batch.mask,
+            p,
+            weights=batch.weights,
+            clip_low=self.clip_low,
+            clip_high=self.clip_high,
+            ref_logp=batch.ref_logprobs,
+            kl_coef=cfg.kl_coef,
+            kl_estimator=cfg.kl_estimator,
+            entropy=scored.entropy,
+            entropy_coef=cfg.entropy_coef,
+        )
+
+    def reference_logprobs(self, samples: Sequence[Sample]) -> list[torch.Tensor]:
+        """Log-probs of the frozen reference under the same masks (one tensor per sample)."""
+        out = []
+        with self.reference.active():
+            for start in range(0, len(samples), self.cfg.micro_batch_size):
+                scored = self._score(samples[start : start + self.cfg.micro_batch_size])
+                out += [row[mask] for row, mask in zip(scored.logprobs, scored.mask)]
+        return out
+
+    def _score(self, samples: Sequence[Sample], with_entropy: bool = False):
+        trunk = None
+        if self.trunk_layers and all(s.trunk_states is not None for s in samples):
+            trunk = TrunkStates(
+                self.trunk_layers, [s.prefix_states for s in samples], [s.trunk_states for s in samples]
+            )
+        return response_logprobs(
+            self.model,
+            [s.prompt_ids for s in samples],
+            [s.response_ids for s in samples],
+            [s.allowed for s in samples],
+            pad_id=self.tokenizer.eos_token_id,
+            with_entropy=with_entropy,
+            prefix_lengths=[s.prefix_length for s in samples],
+            trunk=trunk,
+        )
+
+    def _replay(self, admissible: list[str], response_ids: list[int]) -> list:
+        if self.cfg.decoding == "free":
+            return [None] * len(response_ids)
+        return self.policy.constraint(admissible).replay(response_ids)
+
+    def _bad_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.bad_steps += 1
+        self.state.skipped_steps += 1
+        self.echo(f"skipped an update: the loss was NaN or infinite ({self.state.bad_steps} in a row)")
+        if self.state.bad_steps >= self.cfg.max_bad_steps:
+            self.save(self.checkpoint_path(self.state.iteration))
+            raise TrainingDiverged(
+                f"{self.state.bad_steps} NaN/inf losses in a row: saved a checkpoint in "
+                f"{self.run_dir / 'checkpoints'} and stopped; lower --lr or check the data"
+            )
+
+    # -- setup and checkpoints ------------------------------------------------------------------
     def _trunk_layers(self) -> int | None:
         """Under finetune=top, rollouts record the frozen trunk's output and updates run only the
         top blocks (`agents.trunk`), if this model's top blocks reproduce its logits that way.
@@ -113,9 +510,27 @@ class Trainer:
             return None
         if top_blocks_reproduce(self.model, self.cfg.top_layers):
             return self.cfg.top_layers
-        self.echo("note: this model's top blocks do not reproduce its logits from recorded trunk states; "
-                  "updates run the whole model")
+        self.echo(
+            "note: this model's top blocks do not reproduce its logits from recorded trunk states; "
+            "updates run the whole model"
+        )
         return None
+
+    def checkpoint_path(self, iteration: int) -> Path:
+        return self.run_dir / "checkpoints" / f"iter_{iteration:04d}"
+
+    def save(self, target: Path) -> None:
+        weights = {name: p.detach().clone() for name, p in trainable_parameters(self.model).items()}
+        info = {"iteration": self.state.iteration, "config": self.cfg.to_dict(), "run": self.cfg.name}
+        reference = self.reference.weights if self.reference is not None else None
+        save_checkpoint(
+            target,
+            self.model,
+            self.tokenizer,
+            self.optimizer,
+            {"weights": weights, "reference": reference, "state": self.state.to_dict()},
+            info,
+        )
 
     def _restore(self) -> None:
         checkpoint = latest_checkpoint(self.run_dir)
@@ -126,264 +541,26 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         if self.reference is not None and saved.get("reference"):
             self.reference.weights = saved["reference"]
-        self.state = saved["state"]
-        self.echo(f"resumed from {checkpoint} at iteration {self.state['iteration']}")
-
-    def _load_weights(self, weights: dict[str, torch.Tensor]) -> None:
-        parameters = trainable_parameters(self.model)
-        with torch.no_grad():
-            for name, tensor in weights.items():
-                parameters[name].copy_(tensor)
-
-    # what a warm start leaves in the state: its record, and the evaluations made before RL
-    WARM_START_STATE = ("sft_done", "sft_losses", "sft_samples", "sft_seconds", "heldout_random",
-                        "heldout_untrained", "heldout_before")
+        self.state = TrainerState.from_dict(saved["state"])
+        self.echo(f"resumed from {checkpoint} at iteration {self.state.iteration}")
 
     def _adopt_warm_start(self, checkpoint: Path) -> None:
         """Start RL from another run's warm-start checkpoint (iteration 0) of the same seed and
         games: `holderpo compare` runs behaviour cloning and the evaluations before RL once per
         seed, and every method starts from that same policy."""
         saved = load_trainer_state(checkpoint)
-        if saved["state"].get("iteration") != 0 or not saved["state"].get("sft_done"):
+        warm = TrainerState.from_dict(saved["state"])
+        if warm.iteration != 0 or not warm.sft_done:
             raise ValueError(f"{checkpoint} is not a warm-start checkpoint (iteration 0 after behaviour cloning)")
         self._load_weights(saved["weights"])
         if self.reference is not None:
             self.reference.snapshot()
-        self.state |= {key: saved["state"][key] for key in self.WARM_START_STATE if key in saved["state"]}
+        for key in TrainerState.WARM_START:
+            setattr(self.state, key, getattr(warm, key))
         self.echo(f"warm start taken from {checkpoint}")
 
-    def save(self, target: Path) -> None:
-        weights = {name: p.detach().clone() for name, p in trainable_parameters(self.model).items()}
-        info = {"iteration": self.state["iteration"], "config": self.cfg.to_dict(), "run": self.cfg.name}
-        reference = self.reference.weights if self.reference is not None else None
-        save_checkpoint(target, self.model, self.tokenizer, self.optimizer,
-                        {"weights": weights, "reference": reference, "state": dict(self.state)}, info)
-
-    def _request_stop(self, signum, frame) -> None:
-        if self._stop_requested:  # a second Ctrl-C: stop now; the last checkpoint stays usable
-            raise KeyboardInterrupt
-        self._stop_requested = True
-        self.echo("stopping after this iteration (Ctrl-C again to stop at once)")
-
-    # -- the stages -----------------------------------------------------------------------------
-    def collect(self, batch: BatchedAlfWorld, iteration: int, writer: TranscriptWriter) -> list[EpisodeRecord]:
-        games = iteration_games(self.train_games, iteration, self.cfg.games_per_iteration, self.cfg.seed)
-        specs = iteration_specs(games, iteration, self.cfg.group_size, self.cfg.seed)
-        return play_episodes(batch, self.policy, specs, on_episode_end=writer.write, progress="collect")
-
-    def evaluate(self, batch: BatchedAlfWorld, writer: TranscriptWriter | None, policy=None) -> dict:
-        """The evaluator's summary on the held-out games, plus `won` per episode id: every
-        evaluation plays the same episodes (games and seeds), so any two of them pair up."""
-        specs = make_specs(self.heldout_games, self.cfg.seed, max_episodes=self.cfg.heldout_episodes or None)
-        records = play_episodes(batch, policy or self.eval_policy, specs, progress="evaluate",
-                                on_episode_end=writer.write if writer is not None else None)
-        return summarize(records) | {"won": {r.episode_id: int(r.won) for r in records}}
-
-    def warm_start(self) -> None:
-        """Behaviour cloning on the training games' walkthroughs, then a checkpoint (iteration 0)."""
-        tick = time.time()
-        samples = demonstration_samples(self.policy, self.train_games, num_envs=self.cfg.num_envs,
-                                        num_workers=self.cfg.num_workers or None, seed=self.cfg.seed,
-                                        trust_game_files=self.cfg.trust_game_files)
-        losses = clone_behaviour(self.model, samples, list(trainable_parameters(self.model).values()),
-                                 epochs=self.cfg.sft_epochs, lr=self.cfg.sft_lr, batch_size=self.cfg.sft_batch_size,
-                                 pad_id=self.tokenizer.eos_token_id, seed=self.cfg.seed,
-                                 trunk_layers=self.trunk_layers, echo=self.echo)
-        if self.reference is not None:
-            self.reference.snapshot()  # RL is anchored to the policy it starts from
-        self.state |= {"sft_done": True, "sft_losses": losses, "sft_samples": len(samples),
-                       "sft_seconds": time.time() - tick}
-        self.save(self.run_dir / "checkpoints" / "iter_0000")
-
-    def _replay(self, admissible: list[str], response_ids: list[int]) -> list:
-        if self.cfg.decoding == "free":
-            return [None] * len(response_ids)
-        return self.policy.constraint(admissible).replay(response_ids)
-
-    def _score(self, samples: Sequence[Sample], with_entropy: bool = False):
-        trunk = None
-        if self.trunk_layers and all(s.trunk_states is not None for s in samples):
-            trunk = TrunkStates(self.trunk_layers, [s.prefix_states for s in samples],
-                                [s.trunk_states for s in samples])
-        return response_logprobs(self.model, [s.prompt_ids for s in samples], [s.response_ids for s in samples],
-                                 [s.allowed for s in samples], pad_id=self.tokenizer.eos_token_id,
-                                 with_entropy=with_entropy, prefix_lengths=[s.prefix_length for s in samples],
-                                 trunk=trunk)
-
-    def reference_logprobs(self, samples: Sequence[Sample]) -> list[torch.Tensor]:
-        """Log-probs of the frozen reference under the same masks (one tensor per sample)."""
-        out = []
-        with self.reference.active():
-            for start in range(0, len(samples), self.cfg.micro_batch_size):
-                chunk = samples[start: start + self.cfg.micro_batch_size]
-                scored = self._score(chunk)
-                out += [row[mask] for row, mask in zip(scored.logprobs, scored.mask)]
-        return out
-
-    def objective(self, samples: Sequence[Sample], ref: Sequence[torch.Tensor] | None, p: float):
-        """(loss, metrics) of one micro-batch: policy loss + KL - entropy bonus."""
-        scored = self._score(samples, with_entropy=self.cfg.entropy_coef > 0)
-        width = scored.logprobs.shape[1]
-        old = right_aligned([s.old_logprobs for s in samples], width, 0.0, torch.float32)
-        mask = right_aligned([s.loss_mask for s in samples], width, False, torch.bool) & scored.mask.cpu()
-        advantages = torch.tensor([s.advantage for s in samples], dtype=torch.float32)
-        weights = torch.tensor([s.weight for s in samples], dtype=torch.float32)
-        device = scored.logprobs.device
-        old, mask, advantages, weights = old.to(device), mask.to(device), advantages.to(device), weights.to(device)
-        if self.preset.aggregation is not None:  # plain PPO: its own token reduction, no sample weights
-            loss, metrics = ppo_token_loss(scored.logprobs, old, advantages, mask, self.clip_low, self.clip_high,
-                                           self.preset.aggregation)
-        else:
-            loss, metrics = holder_policy_loss(scored.logprobs, old, advantages, mask, p, self.clip_low,
-                                               self.clip_high, self.preset.clip, weights=weights,
-                                               log_space_clip=self.preset.log_space_clip)
-        metrics = {f"loss/{k}": v for k, v in metrics.items()}
-        metrics["loss/policy"] = loss.detach()
-        total = loss
-        if ref is not None:
-            ref_logp = right_aligned([r.tolist() for r in ref], width, 0.0, torch.float32).to(device)
-            kl = masked_mean(kl_penalty(scored.logprobs, ref_logp, mask, self.cfg.kl_estimator), mask)
-            total = total + self.cfg.kl_coef * kl
-            metrics["loss/kl"] = kl.detach()
-        if scored.entropy is not None:
-            entropy = masked_mean(scored.entropy, mask)
-            total = total - self.cfg.entropy_coef * entropy
-            metrics["loss/entropy"] = entropy.detach()
-        return total, metrics
-
-    def update(self, samples: list[Sample], iteration: int, p: float) -> dict:
-        """`epochs` passes of minibatch steps over the samples; returns averaged metrics."""
-        ref = self.reference_logprobs(samples) if self.reference is not None else None
-        rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, iteration, 7]))
-        sums: dict[str, float] = {}
-        steps = 0
-        minibatches = -(-len(samples) // self.cfg.minibatch_size) * self.cfg.epochs
-        bar = tqdm(total=minibatches, desc="update", unit="step", leave=False)
-        for _ in range(self.cfg.epochs):
-            order = rng.permutation(len(samples))
-            for start in range(0, len(order), self.cfg.minibatch_size):
-                bar.update(1)
-                mb_index = order[start: start + self.cfg.minibatch_size]
-                mb_weight = sum(samples[i].weight for i in mb_index)
-                self.optimizer.zero_grad(set_to_none=True)
-                finite, mb_metrics = True, {}
-                for micro in range(0, len(mb_index), self.cfg.micro_batch_size):
-                    index = mb_index[micro: micro + self.cfg.micro_batch_size]
-                    loss, metrics = self.objective([samples[i] for i in index],
-                                                   [ref[i] for i in index] if ref else None, p)
-                    if not torch.isfinite(loss):
-                        finite = False
-                        break
-                    (loss * sum(samples[i].weight for i in index) / mb_weight).backward()
-                    for key, value in metrics.items():
-                        mb_metrics[key] = mb_metrics.get(key, 0.0) + float(value) * len(index) / len(mb_index)
-                if not finite:
-                    self._bad_step()
-                    continue
-                self.state["bad_steps"] = 0
-                parameters = list(trainable_parameters(self.model).values())
-                norm = torch.nn.utils.clip_grad_norm_(parameters, self.cfg.max_grad_norm or float("inf"))
-                self.optimizer.step()
-                mb_metrics["loss/grad_norm"] = float(norm)
-                for key, value in mb_metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                steps += 1
-        bar.close()
-        return {key: value / max(steps, 1) for key, value in sums.items()} | {"update/steps": steps}
-
-    def _bad_step(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        self.state["bad_steps"] += 1
-        self.state["skipped_steps"] = self.state.get("skipped_steps", 0) + 1
-        self.echo(f"skipped an update: the loss was NaN or infinite ({self.state['bad_steps']} in a row)")
-        if self.state["bad_steps"] >= self.cfg.max_bad_steps:
-            self.save(self.run_dir / "checkpoints" / f"iter_{self.state['iteration']:04d}")
-            raise TrainingDiverged(f"{self.state['bad_steps']} NaN/inf losses in a row: saved a checkpoint in "
-                                   f"{self.run_dir / 'checkpoints'} and stopped; lower --lr or check the data")
-
-    # -- the loop ---------------------------------------------------------------------------------
-    def train(self) -> dict:
-        cfg, started = self.cfg, time.time() - self.state["wall_seconds"]
-        logger = RunLogger(self.run_dir)
-        transcripts = self.run_dir / "transcripts"
-        previous_handler = signal.signal(signal.SIGINT, self._request_stop)
-        try:
-            with BatchedAlfWorld(min(cfg.num_envs, cfg.games_per_iteration * cfg.group_size), cfg.num_workers or None,
-                                 max_steps=cfg.max_steps, trust_game_files=cfg.trust_game_files) as batch, \
-                    TranscriptWriter(transcripts / "train.jsonl", policy=cfg.preset, model=cfg.model) as train_log, \
-                    TranscriptWriter(transcripts / "eval.jsonl", policy=cfg.preset, model=cfg.model) as eval_log:
-                if self.heldout_games and "heldout_untrained" not in self.state:
-                    self.state["heldout_random"] = self.evaluate(batch, None, RandomAdmissiblePolicy())
-                    self.state["heldout_untrained"] = self.evaluate(batch, eval_log)
-                    self.echo(f"held-out success, random admissible policy: "
-                              f"{self.state['heldout_random']['success_rate']:.3f}; untrained model: "
-                              f"{self.state['heldout_untrained']['success_rate']:.3f}")
-                if cfg.sft_epochs and not self.state.get("sft_done"):
-                    self.warm_start()
-                if self.heldout_games and self.state["heldout_before"] is None:
-                    self.state["heldout_before"] = (self.evaluate(batch, eval_log) if cfg.sft_epochs
-                                                    else self.state["heldout_untrained"])
-                    self.echo(f"held-out success before RL: {self.state['heldout_before']['success_rate']:.3f}")
-                    if cfg.sft_epochs:  # the warm-start checkpoint also keeps its evaluation (compare reuses both)
-                        self.save(self.run_dir / "checkpoints" / "iter_0000")
-                while self.state["iteration"] < cfg.iterations and not self._stop_requested:
-                    iteration = self.state["iteration"]
-                    p = self.schedule(iteration, cfg.iterations)
-                    tick = time.time()
-                    records = self.collect(batch, iteration, train_log)
-                    per_step, returns, zero_signal = advantages(records, cfg.estimator, cfg.win_reward,
-                                                                cfg.invalid_penalty, cfg.gigpo_omega, cfg.gigpo_gamma)
-                    keep = ~zero_signal if cfg.skip_zero_signal else torch.ones_like(zero_signal)
-                    samples = build_samples(records, per_step, keep.tolist(), cfg.context, self._replay,
-                                            cfg.sample_weighting)
-                    metrics = rollout_metrics(records, returns, zero_signal) | {"schedule/p": p,
-                                                                                "update/samples": len(samples)}
-                    metrics["time/rollout"] = (tock := time.time()) - tick
-                    if samples:
-                        metrics |= self.update(samples, iteration, p)
-                    metrics["time/update"] = time.time() - tock
-                    self.state["iteration"] = iteration + 1
-                    if self.heldout_games and cfg.eval_every and (iteration + 1) % cfg.eval_every == 0 \
-                            and iteration + 1 < cfg.iterations:
-                        tick = time.time()
-                        metrics["eval/success_rate"] = self.evaluate(batch, eval_log)["success_rate"]
-                        metrics["time/eval"] = time.time() - tick
-                    self.state["wall_seconds"] = time.time() - started
-                    logger.log(iteration, metrics)
-                    self.echo(progress_line(iteration, cfg.iterations, metrics))
-                    if cfg.checkpoint_every and (iteration + 1) % cfg.checkpoint_every == 0:
-                        self.save(self.run_dir / "checkpoints" / f"iter_{iteration + 1:04d}")
-                if self._stop_requested and self.state["iteration"] < cfg.iterations:
-                    self.save(self.run_dir / "checkpoints" / f"iter_{self.state['iteration']:04d}")
-                    self.echo(f"saved; continue with: holderpo train --resume {self.run_dir}")
-                    return {}
-                after = self.evaluate(batch, eval_log) if self.heldout_games else None
-        finally:
-            signal.signal(signal.SIGINT, previous_handler)
-            logger.close()
-        self.state["wall_seconds"] = time.time() - started
-        self.save(self.run_dir / "final")
-        return self._report(after)
-
-    def _report(self, after: dict | None) -> dict:
-        before = self.state["heldout_before"]
-        metrics_path = self.run_dir / "metrics.jsonl"
-        final = json.loads(metrics_path.read_text().splitlines()[-1]) if metrics_path.read_text().strip() else {}
-        untrained, random_policy = self.state.get("heldout_untrained"), self.state.get("heldout_random")
-        report = {
-            "run": self.cfg.name,
-            "heldout_success_random": random_policy["success_rate"] if random_policy else None,
-            "heldout_success_untrained": untrained["success_rate"] if untrained else None,
-            "heldout_success_before": before["success_rate"] if before else None,
-            "heldout_success_after": after["success_rate"] if after else None,
-            # the RL phase's effect: after - before on the same episodes, with its 95% interval
-            "rl_gain": paired_difference(before["won"], after["won"])._asdict() if before and after else None,
-            "heldout_before": before, "heldout_after": after,
-            "wall_seconds": self.state["wall_seconds"],
-            "sft": {k: self.state[k] for k in ("sft_losses", "sft_samples", "sft_seconds") if k in self.state},
-            "final_metrics": final, "config": self.cfg.to_dict(),
-        }
-        (self.run_dir / "report.json").write_text(json.dumps(report, indent=2))
-        if final:
-            plot_metrics(metrics_path, self.run_dir / "curves.png")
-        return report
+    def _load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        parameters = trainable_parameters(self.model)
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                parameters[name].copy_(tensor)

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from holderpo.kl import kl_penalty, masked_mean
 from holderpo.losses import (
     AGGREGATIONS,
     PRESETS,
@@ -16,6 +17,7 @@ from holderpo.losses import (
     holder_weights,
     log_holder_mean,
     ppo_token_loss,
+    total_loss,
 )
 
 P_GRID = [-8.0, -2.0, -1.0, -0.5, -1e-4, 0.0, 1e-7, 1e-4, 0.5, 1.0, 2.0, 3.0, 8.0]
@@ -54,6 +56,12 @@ def masked_values(row: torch.Tensor, mask_row: torch.Tensor) -> list[float]:
 
 
 # ------------------------------------------------------------- float64 reference loops
+
+# Unless a test says otherwise, each check evaluates the float32 function once (no optimizer step)
+# against these loops in float64 on the same float32 inputs, or against itself on other batches:
+# only the function's own rounding counts, a few float32 ulps (eps 1.2e-7) per operation, summed
+# pairwise over at most 500 tokens. rtol 1e-5 on values and 1e-4 on gradients hold that with room:
+# the worst measured error uses a fifth of its tolerance (near-zero p with ratios 1e-8..1e8).
 
 
 def ref_log_holder_mean(xs: list[float], p: float) -> float:
@@ -182,9 +190,14 @@ def test_p_zero_is_the_exact_geometric_mean():
     got = log_holder_mean(log_ratio, mask, 0.0)
     want = torch.where(mask, log_ratio, 0).sum(-1) / mask.sum(-1).clamp_min(1)
     assert torch.equal(got, want)
-    # and p -> 0 from either side approaches it continuously
+    # and p -> 0 from either side approaches it continuously. In float64, as the mathematics alone
+    # decides it: M_p - M_0 ~ p Var(log r) / 2 is up to 5.5e-6 here, and float32 rounding (1.1e-6 at
+    # |log r| <= 18.4) would leave a 2-fold margin; float32 near p = 0 is checked against float64 above.
+    log_ratio = log_ratio.double()
     for p in (-1e-7, 1e-7):
-        assert torch.allclose(log_holder_mean(log_ratio, mask, p), got, atol=1e-5, rtol=0)
+        assert torch.allclose(
+            log_holder_mean(log_ratio, mask, p), log_holder_mean(log_ratio, mask, 0.0), atol=1e-5, rtol=0
+        )
 
 
 def test_p_one_is_the_arithmetic_mean():
@@ -204,7 +217,7 @@ def test_large_p_tends_to_the_extreme_ratio_and_weights_concentrate(sign):
     p = sign * 2000.0
     extreme = torch.where(mask, sign * log_ratio, -math.inf).amax(-1) * sign
     got = log_holder_mean(log_ratio, mask, p)
-    # log M_p lies within log(T) / |p| of the extreme log ratio
+    # log M_p lies within log(T) / |p| of the extreme log ratio (+ 1e-6: 16 float32 ulps of |log r| < 1)
     assert torch.all((got - extreme).abs() <= math.log(300) / abs(p) + 1e-6)
     weights = holder_weights(log_ratio, mask, p)
     extreme_index = torch.where(mask, sign * log_ratio, -math.inf).argmax(-1)
@@ -380,9 +393,7 @@ def test_zero_advantages_give_zero_loss_and_gradient():
 def test_weights_are_a_weighted_mean_over_samples():
     logp, old_logp, advantages, mask = make_batch(seed=18, lengths=(3, 5, 8), extreme=False)
     rows = [slice(i, i + 1) for i in range(3)]
-    per_sample = torch.stack(
-        [holder_policy_loss(logp[r], old_logp[r], advantages[r], mask[r], 0.5)[0] for r in rows]
-    )
+    per_sample = torch.stack([holder_policy_loss(logp[r], old_logp[r], advantages[r], mask[r], 0.5)[0] for r in rows])
     weights = torch.tensor([1.0, 3.0, 0.0])
     loss, _ = holder_policy_loss(logp, old_logp, advantages, mask, 0.5, weights=weights)
     assert torch.allclose(loss, (weights * per_sample).sum() / weights.sum())
@@ -491,7 +502,7 @@ def preset_holderpo_definition(logp, old_logp, advantages, mask, iteration, tota
 
 def preset_ppo_definition(logp, old_logp, advantages, mask):
     """PPO: mean over all masked tokens of the clipped objective (clip 0.2)."""
-    tokens = [l for row in ref_ppo_token_losses(logp, old_logp, advantages, mask, 0.2, 0.2) for l in row]
+    tokens = [loss for row in ref_ppo_token_losses(logp, old_logp, advantages, mask, 0.2, 0.2) for loss in row]
     return sum(tokens) / len(tokens)
 
 
@@ -531,7 +542,8 @@ def test_presets_differ_from_each_other():
 
 
 def test_grpo_preset_equals_seq_mean_token_mean_ppo():
-    logp, old_logp, advantages, mask = make_batch(seed=22, extreme=False)
+    # float64: the two paths sum in different orders (in float32 3e-7 apart, a third of rtol)
+    logp, old_logp, advantages, mask = make_batch(seed=22, extreme=False, dtype=torch.float64)
     grpo, _ = get_preset("grpo").loss(logp, old_logp, advantages, mask, 1.0)
     ppo, _ = ppo_token_loss(logp, old_logp, advantages, mask, aggregation="seq-mean-token-mean")
     assert torch.allclose(grpo, ppo, rtol=1e-6)
@@ -628,3 +640,45 @@ def test_input_validation_messages():
     holder_policy_loss(logp, old_logp, advantages, mask, 1.0, clip_low=1.5, log_space_clip=True)  # fine in log space
     with pytest.raises(ValueError, match="expected a finite exponent p, got nan"):
         log_holder_mean(logp - old_logp, mask, math.nan)
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_total_loss_is_the_presets_loss_plus_kl_minus_entropy(name):
+    """The one function an update calls: the preset's loss with the config's clip ranges, the KL
+    penalty and the entropy bonus, each a masked token mean, and metrics under "loss/"."""
+    gen = torch.Generator().manual_seed(3)
+    logp = -torch.rand(3, 5, generator=gen, dtype=torch.float64)
+    old_logp = logp + 0.1 * torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    ref_logp = logp + 0.2 * torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    entropy = torch.rand(3, 5, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [0, 0, 1, 1, 0]], dtype=torch.bool)
+    advantages, weights = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64), torch.tensor([1.0, 2.0, 0.5])
+    preset = get_preset(name)
+    policy, _ = preset.loss(logp, old_logp, advantages, mask, 0.5, weights=weights, clip_low=0.1, clip_high=0.3)
+    kl = masked_mean(kl_penalty(logp, ref_logp, mask, "k3"), mask)
+    want = policy + 0.05 * kl - 0.01 * masked_mean(entropy, mask)
+    got, metrics = total_loss(
+        preset,
+        logp,
+        old_logp,
+        advantages,
+        mask,
+        0.5,
+        weights=weights,
+        clip_low=0.1,
+        clip_high=0.3,
+        ref_logp=ref_logp,
+        kl_coef=0.05,
+        kl_estimator="k3",
+        entropy=entropy,
+        entropy_coef=0.01,
+    )
+    assert torch.equal(got, want)  # the same operations in the same order
+    assert torch.equal(metrics["loss/policy"], policy) and torch.equal(metrics["loss/kl"], kl)
+    alone, alone_metrics = total_loss(
+        preset, logp, old_logp, advantages, mask, 0.5, weights=weights, clip_low=0.1, clip_high=0.3
+    )
+    assert torch.equal(alone, policy) and "loss/kl" not in alone_metrics and "loss/entropy" not in alone_metrics
+    if preset.aggregation is None:  # the config's clip ranges reach the loss
+        tight, _ = preset.loss(logp, old_logp, advantages, mask, 0.5, weights=weights, clip_low=1e-4, clip_high=1e-4)
+        assert not torch.equal(tight, policy)

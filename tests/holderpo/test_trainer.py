@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -14,9 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from holderpo.checkpoint import CheckpointError, load_trainer_state
-from holderpo.config import load_config
-from holderpo.trainer import Trainer, iteration_games, progress_line
-from tests.conftest import FIXTURE_GAMES
+from holderpo.config import SHIPPED_CONFIGS, TrainConfig, load_config, shipped_configs
+from holderpo.trainer import Trainer, TrainerState, iteration_games, progress_line
+from tests.conftest import FIXTURE_GAMES, TEST_RUN_OPTIONS, run_flags
 
 REPO = Path(__file__).parent.parent.parent
 TRAIN = str(FIXTURE_GAMES / "train")
@@ -24,17 +23,37 @@ HELDOUT = str(FIXTURE_GAMES / "valid_seen")
 
 
 def _args(model_dir, runs, name, **extra):
-    options = {"train-games": TRAIN, "model": model_dir, "group-size": 2, "games-per-iteration": 2,
-               "max-steps": 3, "num-envs": 4, "num-workers": 1, "minibatch-size": 4, "micro-batch-size": 2,
-               "runs-dir": str(runs), "name": name, "lr": 3e-3, "skip-zero-signal": "false",
-               "estimator": "drgrpo", "iterations": 3, "checkpoint-every": 1, "finetune": "full",
-               "kl-coef": 0.05, **extra}
-    return [token for key, value in options.items() for token in (f"--{key}", str(value))]
+    options = TEST_RUN_OPTIONS | {
+        "train_games": TRAIN,
+        "model": model_dir,
+        "group_size": 2,
+        "games_per_iteration": 2,
+        "max_steps": 3,
+        "num_envs": 4,
+        "num_workers": 1,
+        "minibatch_size": 4,
+        "micro_batch_size": 2,
+        "runs_dir": str(runs),
+        "name": name,
+        "lr": 3e-3,
+        "skip_zero_signal": "false",
+        "estimator": "drgrpo",
+        "iterations": 3,
+        "checkpoint_every": 1,
+        "finetune": "full",
+        "kl_coef": 0.05,
+    }
+    return run_flags(options | {key.replace("-", "_"): value for key, value in extra.items()})
 
 
 def _train(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "holderpo.cli", "train", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "holderpo.cli", "train", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def _final_weights(run: Path) -> dict:
@@ -42,26 +61,126 @@ def _final_weights(run: Path) -> dict:
 
 
 def test_train_writes_run_folder_and_eval_loads_the_checkpoint(tiny_model_dir, tmp_path):
-    result = _train(*_args(tiny_model_dir, tmp_path, "e2e", **{"heldout-games": HELDOUT, "iterations": 2,
-                                                                "finetune": "lora"}))
+    result = _train(
+        *_args(
+            tiny_model_dir,
+            tmp_path,
+            "e2e",
+            **{"heldout-games": HELDOUT, "iterations": 2, "finetune": "lora", "sft-epochs": 1},
+        )
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     run = tmp_path / "e2e"
     assert "run: e2e" in result.stdout.splitlines()[0] and "run: e2e done" in result.stdout
-    for name in ("config.yaml", "run_info.json", "metrics.jsonl", "report.json", "curves.png",
-                 "transcripts/train.jsonl", "transcripts/eval.jsonl", "final/model/adapter_config.json"):
+    for name in (
+        "config.yaml",
+        "run_info.json",
+        "metrics.jsonl",
+        "report.json",
+        "curves.png",
+        "transcripts/train.jsonl",
+        "transcripts/eval.jsonl",
+        "final/model/adapter_config.json",
+    ):
         assert (run / name).exists(), name
     report = json.loads((run / "report.json").read_text())
     assert {"heldout_success_before", "heldout_success_after", "wall_seconds", "final_metrics", "config"} <= set(report)
+    assert report["heldout_success_before"] is not None and report["rl_gain"]["n"] == len(
+        report["heldout_after"]["won"]
+    )
+    assert report["sft"]["sft_samples"] > 0 and len(report["sft"]["sft_losses"]) == 1  # the warm start's record
+    assert json.loads((run / "final" / "holderpo_checkpoint.json").read_text())["iteration"] == 2
+    assert load_trainer_state(run / "checkpoints" / "iter_0000")["state"]["heldout_before"] is not None
     info = json.loads((run / "run_info.json").read_text())
     assert set(info["versions"]) >= {"alfworld", "textworld", "torch", "transformers"}
     assert len(info["train_games"]["sha256"]) == 64
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["schedule/p"] for m in metrics] == [1.0, -1.0]
     assert all(m["update/steps"] > 0 and "loss/kl" in m for m in metrics)
-    evaluated = subprocess.run([sys.executable, "-m", "holderpo.cli", "eval", "--games", HELDOUT, "--policy",
-                                str(run / "final"), "--max-steps", "2"], capture_output=True, text=True,
-                               timeout=300, cwd=REPO)
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "holderpo.cli",
+            "eval",
+            "--games",
+            HELDOUT,
+            "--policy",
+            str(run / "final"),
+            "--max-steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    assert "settings from the checkpoint: context=step history=2 " in evaluated.stdout
+    assert "; from flags: max_steps=2" in evaluated.stdout
+
+
+def test_eval_of_the_final_checkpoint_replays_the_runs_last_evaluation(tiny_model_dir, tmp_path):
+    """A checkpoint carries the run's prompt, decoding and step limit: `holderpo eval` of the final
+    checkpoint on the run's held-out games and seed plays the run's last evaluation again, episode
+    by episode, though none of these settings is eval's own fallback."""
+    settings = {"history": 1, "max_steps": 6, "max_new_tokens": 40, "eval_temperature": 0.7}
+    result = _train(
+        *_args(
+            tiny_model_dir,
+            tmp_path,
+            "replayed",
+            iterations=1,
+            finetune="top",
+            top_layers=1,
+            seed=3,
+            heldout_games=TRAIN,
+            heldout_episodes=3,
+            **settings,
+        )
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "replayed"
+    report = json.loads((run / "report.json").read_text())
+    evaluated = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "holderpo.cli",
+            "eval",
+            "--policy",
+            str(run / "final"),
+            "--games",
+            TRAIN,
+            "--seed",
+            "3",
+            "--max-episodes",
+            "3",
+            "--workers",
+            "1",
+            "--out",
+            str(tmp_path / "eval"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    assert (
+        "settings from the checkpoint: context=step history=1 output_format=action decoding=constrained "
+        "max_new_tokens=40 temperature=0.7 max_steps=6\n"
+    ) in evaluated.stdout
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    assert results["success_rate"] == report["heldout_success_after"]
+    won = {e["episode_id"]: int(e["outcome"] == "won") for e in results["episode_results"]}
+    assert won == report["heldout_after"]["won"] and len(won) == 3
+
+    def actions(lines):
+        return {e["episode_id"]: [t["action"] for t in e["turns"]] for e in map(json.loads, lines)}
+
+    run_last = actions((run / "transcripts" / "eval.jsonl").read_text().splitlines()[-3:])
+    assert actions((tmp_path / "eval" / "transcripts.jsonl").read_text().splitlines()) == run_last
 
 
 def test_updates_change_the_trained_parameters(tiny_model_dir, tmp_path):
@@ -94,18 +213,24 @@ def test_interrupted_run_resumed_equals_uninterrupted(tiny_model_dir, tmp_path):
     assert all(torch.equal(a[name], b[name]) for name in a)
     cut_metrics = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     whole_metrics = (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()
-    strip = lambda rows: [{k: v for k, v in json.loads(r).items() if not k.startswith("time/")} for r in rows]
+
+    def strip(rows):
+        return [{k: v for k, v in json.loads(r).items() if not k.startswith("time/")} for r in rows]
+
     assert strip(cut_metrics) == strip(whole_metrics)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--group-size", "-2"], "--group-size: expected a positive integer, got -2"),
-    (["--preset", "dpo"], "invalid choice: 'dpo'"),
-    (["--iterations", "0"], "--iterations: expected a positive integer, got 0"),
-    (["--train-games", "EMPTY"], "no playable games"),
-    (["--model", "/nowhere/model"], "model path /nowhere/model does not exist"),
-    (["--minibatch-size", "5"], "multiple of --micro-batch-size"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--group-size", "-2"], "--group-size: expected a positive integer, got -2"),
+        (["--preset", "dpo"], "invalid choice: 'dpo'"),
+        (["--iterations", "0"], "--iterations: expected a positive integer, got 0"),
+        (["--train-games", "EMPTY"], "no playable games"),
+        (["--model", "/nowhere/model"], "model path /nowhere/model does not exist"),
+        (["--minibatch-size", "5"], "multiple of --micro-batch-size"),
+    ],
+)
 def test_bad_config_stops_before_any_work(tiny_model_dir, tmp_path, flags, message):
     flags = [str(tmp_path / "empty") if f == "EMPTY" else f for f in flags]
     (tmp_path / "empty").mkdir()
@@ -122,18 +247,19 @@ def test_unknown_yaml_option_is_named(tmp_path):
         load_config(config)
 
 
-@pytest.mark.parametrize("path", [REPO / "holderpo" / "defaults" / "cpu.yaml", *sorted((REPO / "configs").glob("*.yaml"))],
-                         ids=lambda path: path.name)
-def test_shipped_config_files_load_and_validate(path):
-    config = load_config(path)
-    assert config.iterations > 0
+@pytest.mark.parametrize("name", shipped_configs())
+def test_shipped_configs_load_by_name_or_path(name):
+    assert load_config(name) == load_config(SHIPPED_CONFIGS / f"{name}.yaml") == load_config(f"{name}.yaml")
 
 
 def test_nan_losses_skip_then_save_and_stop(tiny_model_dir, tmp_path):
     # One iteration, 3 minibatches x 2 epochs: the first step blows the weights up, the next
     # losses are not finite.
-    result = _train(*_args(tiny_model_dir, tmp_path, "nan", lr=1e20, iterations=1, epochs=2,
-                           **{"max-bad-steps": 2, "max-grad-norm": 0}))
+    result = _train(
+        *_args(
+            tiny_model_dir, tmp_path, "nan", lr=1e20, iterations=1, epochs=2, **{"max-bad-steps": 2, "max-grad-norm": 0}
+        )
+    )
     assert result.returncode == 1, result.stdout + result.stderr
     assert "skipped an update: the loss was NaN or infinite" in result.stdout
     assert "saved a checkpoint" in result.stdout
@@ -141,9 +267,23 @@ def test_nan_losses_skip_then_save_and_stop(tiny_model_dir, tmp_path):
 
 
 def test_full_disk_while_checkpointing_keeps_previous(tiny_model_dir, tmp_path, monkeypatch):
-    config = load_config(None, {"train_games": TRAIN, "model": tiny_model_dir, "group_size": 2,
-                                "games_per_iteration": 2, "max_steps": 2, "num_envs": 4, "num_workers": 1,
-                                "iterations": 1, "finetune": "top", "top_layers": 1, "kl_coef": 0.0})
+    config = load_config(
+        None,
+        TEST_RUN_OPTIONS
+        | {
+            "train_games": TRAIN,
+            "model": tiny_model_dir,
+            "group_size": 2,
+            "games_per_iteration": 2,
+            "max_steps": 2,
+            "num_envs": 4,
+            "num_workers": 1,
+            "iterations": 1,
+            "finetune": "top",
+            "top_layers": 1,
+            "kl_coef": 0.0,
+        },
+    )
     trainer = Trainer(config, tmp_path / "run", echo=lambda _: None)
     target = tmp_path / "run" / "final"
     trainer.save(target)
@@ -185,8 +325,8 @@ def test_config_file_run_with_the_embedded_model_on_generated_games(tmp_path):
     games = tmp_path / "games"
     config = tmp_path / "run.yaml"
     config.write_text(f"""
-train_games: {games / 'train'}
-heldout_games: {games / 'valid'}
+train_games: {games / "train"}
+heldout_games: {games / "valid"}
 generate_train: 2
 generate_heldout: 2
 generate_size: tiny
@@ -200,13 +340,17 @@ games_per_iteration: 2
 group_size: 2
 num_envs: 4
 num_workers: 1
+heldout_episodes: 0
 sft_epochs: 1
+sft_lr: 1.0e-4
 skip_zero_signal: false
 iterations: 1
 minibatch_size: 4
 micro_batch_size: 4
+lr: 1.0e-5
 kl_coef: 0.01
-runs_dir: {tmp_path / 'runs'}
+checkpoint_every: 0
+runs_dir: {tmp_path / "runs"}
 name: embedded
 """)
     result = _train("--config", str(config))
@@ -224,11 +368,10 @@ name: embedded
 
 def test_interrupted_game_generation_is_redone_not_reused(tmp_path, monkeypatch):
     from envs.generator import writer
-    from holderpo.config import TrainConfig
     from holderpo.run_folder import ensure_games
 
     target = tmp_path / "games" / "train"
-    config = TrainConfig(train_games=str(target), generate_train=2)
+    config = TrainConfig(**TEST_RUN_OPTIONS | {"train_games": str(target), "generate_train": 2})
     real_write, written = writer.write_game, []
 
     def write_then_interrupt(folder, files):
@@ -245,3 +388,16 @@ def test_interrupted_game_generation_is_redone_not_reused(tmp_path, monkeypatch)
     ensure_games(config, echo=lambda line: None)
     assert len(list(target.rglob("game.tw-pddl"))) == 2
     assert [p.name for p in target.parent.iterdir()] == ["train"]
+
+
+def test_trainer_state_round_trips_and_reads_checkpoints_written_as_plain_dicts():
+    state = TrainerState(
+        iteration=3,
+        wall_seconds=12.5,
+        sft_done=True,
+        sft_losses=[1.0, 0.5],
+        heldout_before={"success_rate": 0.25, "won": {"a/b#0": 1}},
+    )
+    assert TrainerState.from_dict(state.to_dict()) == state
+    older = {"iteration": 2, "heldout_before": None, "bad_steps": 0, "wall_seconds": 4.0, "retired_key": 1}
+    assert TrainerState.from_dict(older) == TrainerState(iteration=2, wall_seconds=4.0)
