@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 from agents.policy import Decision, Turn
 
@@ -44,8 +44,6 @@ class RandomAdmissiblePolicy:
             action = rng.choice(sorted(turn.info["admissible_commands"]))
             decisions.append(Decision(action=action, response=action))
         return decisions
-
-
 
 
 class WalkthroughPolicy:

@@ -16,8 +16,8 @@ training replays it over recorded tokens to rebuild exactly the masks used at sa
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 THINK, FORCED, ACTION, DONE = "think", "forced", "action", "done"
 
@@ -62,9 +62,15 @@ class ActionConstraint:
         max_think_tokens: length cap of the thought.
     """
 
-    def __init__(self, command_ids: Sequence[Sequence[int]], action_end_ids: Sequence[int], eos_id: int,
-                 think_close_ids: Sequence[int] | None = None, action_open_ids: Sequence[int] = (),
-                 max_think_tokens: int = 64):
+    def __init__(
+        self,
+        command_ids: Sequence[Sequence[int]],
+        action_end_ids: Sequence[int],
+        eos_id: int,
+        think_close_ids: Sequence[int] | None = None,
+        action_open_ids: Sequence[int] = (),
+        max_think_tokens: int = 64,
+    ):
         self.trie = CommandTrie([[*ids, *action_end_ids] for ids in command_ids])
         longest = max(len(ids) for ids in command_ids) + len(action_end_ids) + len(action_open_ids)
         think = max_think_tokens + len(think_close_ids) if think_close_ids else 0
@@ -113,7 +119,7 @@ class ActionConstraint:
             raise ValueError(f"token {token} is not allowed in phase {state.phase}; allowed: {allowed[:10]}")
         if state.phase == THINK:
             path = state.path + (token,)
-            if path[-len(self.think_close_ids):] == self.think_close_ids:
+            if path[-len(self.think_close_ids) :] == self.think_close_ids:
                 return State(FORCED) if self.action_open_ids else State(ACTION)
             return State(THINK, path)
         if state.phase == FORCED:

@@ -16,8 +16,8 @@ takes the token we drew.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
@@ -105,8 +105,10 @@ class SeededSampler(LogitsProcessor):
             logprobs = torch.log_softmax(scores[row].float() / self.temperature, dim=-1)
             logprobs = self._filter_top_p(logprobs)
             if not torch.isfinite(logprobs.exp().sum()):
-                raise FloatingPointError("the model produced NaN or infinite logits: its weights have "
-                                         "diverged; resume from an earlier checkpoint with a lower --lr")
+                raise FloatingPointError(
+                    "the model produced NaN or infinite logits: its weights have "
+                    "diverged; resume from an earlier checkpoint with a lower --lr"
+                )
             token = int(torch.multinomial(logprobs.exp(), 1, generator=generator))
             self.logprobs[row].append(float(logprobs[token]))
             chosen[row, token] = 0.0
@@ -123,8 +125,9 @@ def _response_end(ids: list[int], eos_id: int, text_of, stop_strings: Sequence[s
     return len(ids), "length"
 
 
-def _layout(prompts: Sequence[Sequence[int]], prefix_lengths: Sequence[int], pad_id: int
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+def _layout(
+    prompts: Sequence[Sequence[int]], prefix_lengths: Sequence[int], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Input ids and attention mask: [padding, prefix, padding, tail] per row, so that all
     prefixes end at one column (where the prefix cache ends) and all tails at the last."""
     width = max(prefix_lengths)
@@ -187,18 +190,40 @@ def generate(
         raise ValueError("each prefix length must be at least 0 and shorter than its prompt")
     generations: list[Generation | None] = [None] * len(prompts)
     for rows in length_buckets([len(p) - k for p, k in zip(prompts, prefix_lengths)]):
-        done = _generate_rows(model, tokenizer, [prompts[i] for i in rows], [seeds[i] for i in rows],
-                              [constraints[i] for i in rows], [prefix_lengths[i] for i in rows], prefix_cache,
-                              max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              stop_strings=stop_strings, trunk_layers=trunk_layers)
+        done = _generate_rows(
+            model,
+            tokenizer,
+            [prompts[i] for i in rows],
+            [seeds[i] for i in rows],
+            [constraints[i] for i in rows],
+            [prefix_lengths[i] for i in rows],
+            prefix_cache,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop_strings=stop_strings,
+            trunk_layers=trunk_layers,
+        )
         for row, generation in zip(rows, done):
             generations[row] = generation
     return generations
 
 
-def _generate_rows(model, tokenizer, prompts, seeds, constraints, prefix_lengths, prefix_cache, *,
-                   max_new_tokens: int, temperature: float, top_p: float, stop_strings: Sequence[str],
-                   trunk_layers: int | None) -> list[Generation]:
+def _generate_rows(
+    model,
+    tokenizer,
+    prompts,
+    seeds,
+    constraints,
+    prefix_lengths,
+    prefix_cache,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop_strings: Sequence[str],
+    trunk_layers: int | None,
+) -> list[Generation]:
     """One `model.generate` call over the given rows."""
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
@@ -209,14 +234,20 @@ def _generate_rows(model, tokenizer, prompts, seeds, constraints, prefix_lengths
     constraint_processor = ConstraintProcessor(constraints, length)
     sampler = SeededSampler(seeds, temperature, top_p)
     config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
         stop_strings=list(stop_strings) or None,
     )
     recorder = TrunkRecorder(model, trunk_layers) if trunk_layers else contextlib.nullcontext()
     with recorder:
         output = model.generate(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), cache=past,
-            generation_config=config, logits_processor=LogitsProcessorList([constraint_processor, sampler]),
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            cache=past,
+            generation_config=config,
+            logits_processor=LogitsProcessorList([constraint_processor, sampler]),
             tokenizer=tokenizer if stop_strings else None,
         )
     generations = []
@@ -224,13 +255,18 @@ def _generate_rows(model, tokenizer, prompts, seeds, constraints, prefix_lengths
         ids = output[row, length:].tolist()
         end, finish = _response_end(ids, eos_id, lambda t: tokenizer.decode(t), stop_strings)
         ids = ids[:end]
-        generations.append(Generation(
-            response_ids=ids, logprobs=sampler.logprobs[row][:end],
-            allowed_counts=constraint_processor.allowed_counts[row][:end],
-            text=tokenizer.decode(ids, skip_special_tokens=True), finish=finish,
-            trunk_states=_row_states(recorder.calls, row, len(prompts[row]) - prefix_lengths[row], end)
-            if trunk_layers else None,
-        ))
+        generations.append(
+            Generation(
+                response_ids=ids,
+                logprobs=sampler.logprobs[row][:end],
+                allowed_counts=constraint_processor.allowed_counts[row][:end],
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                finish=finish,
+                trunk_states=_row_states(recorder.calls, row, len(prompts[row]) - prefix_lengths[row], end)
+                if trunk_layers
+                else None,
+            )
+        )
     return generations
 
 

@@ -109,14 +109,17 @@ def load_model(name: str = "embedded", dtype: str = "float32", device: str = "cp
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name.startswith((".", "/", "~")) and not Path(name).expanduser().exists():
-        raise FileNotFoundError(f"model path {name} does not exist: pass a checkpoint folder, "
-                                "a Hugging Face model id, or 'embedded'")
+        raise FileNotFoundError(
+            f"model path {name} does not exist: pass a checkpoint folder, a Hugging Face model id, or 'embedded'"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=getattr(torch, dtype))
     except OSError as error:
-        raise FileNotFoundError(f"could not load model {name!r}: {error}. Pass a checkpoint folder, "
-                                "a Hugging Face id cached here (or reachable online), or 'embedded'") from error
+        raise FileNotFoundError(
+            f"could not load model {name!r}: {error}. Pass a checkpoint folder, "
+            "a Hugging Face id cached here (or reachable online), or 'embedded'"
+        ) from error
     return model.to(device).eval(), tokenizer
 
 
@@ -152,8 +155,9 @@ def load_policy_model(name: str):
     try:
         from peft import AutoPeftModelForCausalLM
     except ImportError:
-        raise FileNotFoundError(f"{folder} holds a LoRA adapter ({ADAPTER_CONFIG}), which needs the "
-                                "`peft` package: pip install peft") from None
+        raise FileNotFoundError(
+            f"{folder} holds a LoRA adapter ({ADAPTER_CONFIG}), which needs the `peft` package: pip install peft"
+        ) from None
     from transformers import AutoTokenizer
 
     model = AutoPeftModelForCausalLM.from_pretrained(folder).merge_and_unload()

@@ -11,8 +11,8 @@ nothing happens, so the episode and its step count go on like any other.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 ACTION_ONLY, REACT = "action", "react"
 OUTPUT_FORMATS = (ACTION_ONLY, REACT)

@@ -10,7 +10,7 @@ any parameter has been modified in place since (an optimizer step, a loaded chec
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from transformers import DynamicCache
@@ -90,8 +90,9 @@ class PrefixCache:
 
     def batch(self, prefixes: Sequence[tuple[int, ...]]) -> DynamicCache:
         """One cache for a batch: row b holds prefixes[b], left-padded to the longest (empty: all padding)."""
-        return stack_rows(self.model.config, [self.keys_values(p) if p else None for p in prefixes],
-                          max(len(p) for p in prefixes))
+        return stack_rows(
+            self.model.config, [self.keys_values(p) if p else None for p in prefixes], max(len(p) for p in prefixes)
+        )
 
 
 def stack_rows(config, rows: Sequence[KeysValues | None], width: int) -> DynamicCache:

@@ -46,8 +46,14 @@ def room_description(intro: str) -> str:
     return ""
 
 
-def step_messages(config: PromptConfig, task: str, intro: str, history: tuple[tuple[str, str], ...],
-                  observation: str, admissible: list[str]) -> list[dict[str, str]]:
+def step_messages(
+    config: PromptConfig,
+    task: str,
+    intro: str,
+    history: tuple[tuple[str, str], ...],
+    observation: str,
+    admissible: list[str],
+) -> list[dict[str, str]]:
     """The messages of one step-wise turn.
 
     `history` holds the earlier turns as (observation shown, action taken); the intro is the
@@ -57,17 +63,25 @@ def step_messages(config: PromptConfig, task: str, intro: str, history: tuple[tu
     lines = [f"Your task is to: {task}.", room_description(intro)]
     actions = [action for _, action in history]
     answers = [seen for seen, _ in history[1:]] + [observation]
-    for action, answer in list(zip(actions, answers))[-config.history:] if config.history else []:
+    for action, answer in list(zip(actions, answers))[-config.history :] if config.history else []:
         lines += [f"> {action}", answer]
     if config.show_admissible:
         lines.append("Commands you can use now: " + ", ".join(admissible) + ".")
     lines.append(FORMAT_HINTS[config.output_format])
-    return [{"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": "\n".join(line for line in lines if line)}]
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": "\n".join(line for line in lines if line)},
+    ]
 
 
-def full_messages(config: PromptConfig, intro: str, history: tuple[tuple[str, str], ...],
-                  responses: list[str], observation: str, admissible: list[str]) -> list[dict[str, str]]:
+def full_messages(
+    config: PromptConfig,
+    intro: str,
+    history: tuple[tuple[str, str], ...],
+    responses: list[str],
+    observation: str,
+    admissible: list[str],
+) -> list[dict[str, str]]:
     """The whole conversation up to this turn (full context mode)."""
     hint = FORMAT_HINTS[config.output_format]
     messages = [{"role": "system", "content": f"{SYSTEM_PROMPT} {hint}"}]

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -38,8 +39,9 @@ class TrunkStates(NamedTuple):
     tails: Sequence[torch.Tensor]  # per row: over the rest of the prompt and the response but its last token
 
 
-def pad_allowed(allowed_sets: Sequence[Sequence[tuple[int, ...] | None]], length: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_allowed(
+    allowed_sets: Sequence[Sequence[tuple[int, ...] | None]], length: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Allowed sets as a padded index tensor (B, T, K) (-1: padding) and a constrained flag (B, T)."""
     width = max((len(a) for row in allowed_sets for a in row if a is not None), default=1)
     index = torch.full((len(allowed_sets), length, width), -1, dtype=torch.long)
@@ -76,8 +78,9 @@ def response_logprobs(
     span = max(len(r) for r in responses)
     weight = output_matrix(model)
     head = _ProjectionHead(weight) if weight is not None else _LogitsHead()
-    outputs = _response_outputs(model, prompts, responses, span, pad_id, prefix_lengths, trunk,
-                                hidden=weight is not None)
+    outputs = _response_outputs(
+        model, prompts, responses, span, pad_id, prefix_lengths, trunk, hidden=weight is not None
+    )
     if weight is None:
         outputs = at_least_float32(outputs)  # logits: reductions in float32 or wider
     device = outputs.device
@@ -137,7 +140,7 @@ class _ProjectionHead:
         return at_least_float32(hidden @ self.weight.T)
 
 
-_OUTPUT_MATRICES: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+_OUTPUT_MATRICES: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
 
 
 def output_matrix(model) -> torch.Tensor | None:
@@ -157,8 +160,9 @@ def _plain_projection(model) -> bool:
     return bool(torch.allclose(logits, model.get_output_embeddings()(hidden), atol=1e-4, rtol=1e-4))
 
 
-def _response_outputs(model, prompts, responses, span: int, pad_id: int, prefix_lengths,
-                      trunk: TrunkStates | None, hidden: bool) -> torch.Tensor:
+def _response_outputs(
+    model, prompts, responses, span: int, pad_id: int, prefix_lengths, trunk: TrunkStates | None, hidden: bool
+) -> torch.Tensor:
     """(B, span, V) logits, or with `hidden` (B, span, H) final hidden states, before each
     response position, rows right-aligned. Rows of similar length run together
     (`length_buckets`), so one long prompt does not pad every other row."""
@@ -166,18 +170,29 @@ def _response_outputs(model, prompts, responses, span: int, pad_id: int, prefix_
     lengths = [len(p) - k + len(r) for p, k, r in zip(prompts, prefix_lengths, responses)]
     parts, order = [], []
     for rows in length_buckets(lengths):
-        bucket_trunk = None if trunk is None else TrunkStates(
-            trunk.top_layers, [trunk.prefixes[i] for i in rows], [trunk.tails[i] for i in rows])
-        outputs = _bucket_outputs(model, [prompts[i] for i in rows], [responses[i] for i in rows], pad_id,
-                                  [prefix_lengths[i] for i in rows], bucket_trunk, hidden)
+        bucket_trunk = (
+            None
+            if trunk is None
+            else TrunkStates(trunk.top_layers, [trunk.prefixes[i] for i in rows], [trunk.tails[i] for i in rows])
+        )
+        outputs = _bucket_outputs(
+            model,
+            [prompts[i] for i in rows],
+            [responses[i] for i in rows],
+            pad_id,
+            [prefix_lengths[i] for i in rows],
+            bucket_trunk,
+            hidden,
+        )
         parts.append(torch.nn.functional.pad(outputs, (0, 0, span - outputs.shape[1], 0)))
         order += rows
     stacked = torch.cat(parts)
     return stacked[torch.tensor(order).argsort().to(stacked.device)]
 
 
-def _bucket_outputs(model, prompts, responses, pad_id: int, prefix_lengths: list[int],
-                    trunk: TrunkStates | None, hidden: bool) -> torch.Tensor:
+def _bucket_outputs(
+    model, prompts, responses, pad_id: int, prefix_lengths: list[int], trunk: TrunkStates | None, hidden: bool
+) -> torch.Tensor:
     """(b, span_b, V or H) outputs of one group of rows (see `_response_outputs`). A row's input is
     its prompt after the shared start and its response but the last token (never fed back)."""
     device = next(model.parameters()).device
@@ -211,9 +226,15 @@ def _bucket_outputs(model, prompts, responses, pad_id: int, prefix_lengths: list
 
 
 @torch.no_grad()
-def record_trunk_states(model, prompts: Sequence[Sequence[int]], responses: Sequence[Sequence[int]],
-                        top_layers: int, *, pad_id: int = 0, prefix_lengths: Sequence[int] | None = None
-                        ) -> TrunkStates:
+def record_trunk_states(
+    model,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    top_layers: int,
+    *,
+    pad_id: int = 0,
+    prefix_lengths: Sequence[int] | None = None,
+) -> TrunkStates:
     """The trunk states a rollout would have recorded for these rows, from one pass without
     gradients. Behaviour cloning trains on demonstrations no rollout played, for several
     epochs: with these, every epoch runs only the top blocks."""
@@ -222,16 +243,23 @@ def record_trunk_states(model, prompts: Sequence[Sequence[int]], responses: Sequ
     prefixes: list[torch.Tensor | None] = [None] * len(prompts)
     rows_states: list[torch.Tensor | None] = [None] * len(prompts)
     for rows in length_buckets(tails):
-        starts = [tuple(prompts[i][:prefix_lengths[i]]) for i in rows]
+        starts = [tuple(prompts[i][: prefix_lengths[i]]) for i in rows]
         with TrunkRecorder(model, top_layers) as recorder:
-            _bucket_outputs(model, [prompts[i] for i in rows], [responses[i] for i in rows], pad_id,
-                            [prefix_lengths[i] for i in rows], None, hidden=True)
+            _bucket_outputs(
+                model,
+                [prompts[i] for i in rows],
+                [responses[i] for i in rows],
+                pad_id,
+                [prefix_lengths[i] for i in rows],
+                None,
+                hidden=True,
+            )
         # `_bucket_outputs` runs each distinct non-empty start once, in order, then the rows' tails
         *start_calls, tail_call = recorder.calls
         start_states = dict(zip([start for start in dict.fromkeys(starts) if start], start_calls))
         for position, row in enumerate(rows):
             prefixes[row] = start_states[starts[position]][0] if starts[position] else None
-            rows_states[row] = tail_call[position, tail_call.shape[1] - tails[row]:]
+            rows_states[row] = tail_call[position, tail_call.shape[1] - tails[row] :]
     return TrunkStates(top_layers, prefixes, rows_states)
 
 

@@ -9,7 +9,7 @@ CPU the trunk's forward pass is most of an update's cost.
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -25,7 +25,7 @@ class TrunkRecorder:
     def _record(self, module, args, kwargs) -> None:
         self.calls.append((args[0] if args else kwargs["hidden_states"]).detach())
 
-    def __enter__(self) -> "TrunkRecorder":
+    def __enter__(self) -> TrunkRecorder:
         self.calls = []
         self._handle = self.block.register_forward_pre_hook(self._record, with_kwargs=True)
         return self

@@ -20,8 +20,8 @@ from pathlib import Path
 from agents.baselines import RandomAdmissiblePolicy
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
-from rollouts.specs import make_specs
 from rollouts.runner import play_episodes
+from rollouts.specs import make_specs
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
 
@@ -63,11 +63,20 @@ def main() -> None:
             rates[workers].append(steps_per_second(games, workers, args.num_envs, args.max_steps, round_))
     restarts = [restart_seconds(games[0]) for _ in range(args.rounds)]
     one, two = statistics.median(rates[1]), statistics.median(rates[2])
-    print(json.dumps({
-        "games": len(games), "num_envs": args.num_envs, "rounds": args.rounds,
-        "steps_per_s_1_worker": one, "steps_per_s_2_workers": two, "ratio_2_over_1": two / one,
-        "worker_restart_s_median": statistics.median(restarts),
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "games": len(games),
+                "num_envs": args.num_envs,
+                "rounds": args.rounds,
+                "steps_per_s_1_worker": one,
+                "steps_per_s_2_workers": two,
+                "ratio_2_over_1": two / one,
+                "worker_restart_s_median": statistics.median(restarts),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

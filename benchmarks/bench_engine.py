@@ -80,10 +80,14 @@ def run_speed(args: argparse.Namespace) -> dict:
         for engine in ENGINES:  # alternating, so machine noise hits both alike
             rounds[engine].append(speed_round(engine, games, args.steps, seed=round_))
             print(engine, round_, rounds[engine][-1], file=sys.stderr, flush=True)
-    medians = {engine: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
-               for engine, rows in rounds.items()}
+    medians = {
+        engine: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for engine, rows in rounds.items()
+    }
     return {
-        "games": len(games), "rounds": args.rounds, "steps_per_game": args.steps, **medians,
+        "games": len(games),
+        "rounds": args.rounds,
+        "steps_per_game": args.steps,
+        **medians,
         "speedup_fast_over_stock": {
             "steps_per_s": medians["fast"]["steps_per_s"] / medians["stock"]["steps_per_s"],
             "first_reset": medians["stock"]["first_reset_s"] / medians["fast"]["first_reset_s"],
@@ -101,20 +105,38 @@ def run_worker(args: argparse.Namespace) -> dict:
         for slot, env in enumerate(envs):
             play_episode(env, game, seed=index * args.slots + slot, random_steps=args.steps)
     # ru_maxrss is in KiB on Linux.
-    return {"engine": args.engine, "slots": args.slots, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "engine": args.engine,
+        "slots": args.slots,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def run_memory(args: argparse.Namespace) -> dict:
     peaks: dict[str, list[float]] = {engine: [] for engine in ENGINES}
     for _ in range(args.rounds):
         for engine in ENGINES:
-            command = [sys.executable, __file__, "worker", "--engine", engine, "--games", args.games,
-                       "--slots", str(args.slots), "--steps", str(args.steps)]
+            command = [
+                sys.executable,
+                __file__,
+                "worker",
+                "--engine",
+                engine,
+                "--games",
+                args.games,
+                "--slots",
+                str(args.slots),
+                "--steps",
+                str(args.steps),
+            ]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             peaks[engine].append(json.loads(output)["peak_rss_mib"])
     medians = {engine: statistics.median(values) for engine, values in peaks.items()}
-    return {"slots_per_worker": args.slots, "peak_rss_mib": medians,
-            "ratio_fast_over_stock": medians["fast"] / medians["stock"]}
+    return {
+        "slots_per_worker": args.slots,
+        "peak_rss_mib": medians,
+        "ratio_fast_over_stock": medians["fast"] / medians["stock"],
+    }
 
 
 # -- sweep ------------------------------------------------------------------------------------
@@ -131,8 +153,11 @@ def episode_plan(sources: list[tuple[str, int]]) -> list[tuple[str, int, str]]:
 
 def sweep_worker(job: tuple[list[tuple[str, int, str]], int, int]) -> dict:
     plan, max_steps, random_steps = job
-    envs = {(engine, expert): AlfWorldEnv(max_steps=max_steps, expert=expert, engine=engine)
-            for engine in ENGINES for expert in (False, True)}
+    envs = {
+        (engine, expert): AlfWorldEnv(max_steps=max_steps, expert=expert, engine=engine)
+        for engine in ENGINES
+        for expert in (False, True)
+    }
     walkthroughs: dict[str, list[str]] = {}
     mismatches, steps = [], 0
     for game, seed, kind in plan:
@@ -141,8 +166,14 @@ def sweep_worker(job: tuple[list[tuple[str, int, str]], int, int]) -> dict:
         if kind == "prefix":
             prefix = walkthrough[: random.Random(seed).randint(1, len(walkthrough))]
         transcripts = [
-            play_episode(envs[engine, kind == "expert"], game, seed, prefix,
-                         random_steps=random_steps, follow_expert=kind == "expert")
+            play_episode(
+                envs[engine, kind == "expert"],
+                game,
+                seed,
+                prefix,
+                random_steps=random_steps,
+                follow_expert=kind == "expert",
+            )
             for engine in ENGINES
         ]
         steps += len(transcripts[0]) - 1
@@ -154,7 +185,7 @@ def sweep_worker(job: tuple[list[tuple[str, int, str]], int, int]) -> dict:
 
 def run_sweep(args: argparse.Namespace) -> dict:
     plan = episode_plan([(source, int(per_game)) for source, per_game in args.games])
-    jobs = [(plan[i:: args.workers], args.max_steps, args.random_steps) for i in range(args.workers)]
+    jobs = [(plan[i :: args.workers], args.max_steps, args.random_steps) for i in range(args.workers)]
     start = time.perf_counter()
     with mp.get_context("spawn").Pool(args.workers) as pool:
         results = pool.map(sweep_worker, jobs)
@@ -164,8 +195,10 @@ def run_sweep(args: argparse.Namespace) -> dict:
         "episodes_by_kind": {kind: sum(k == kind for *_, k in plan) for kind in ("random", "prefix", "expert")},
         "games": len({game for game, *_ in plan}),
         "steps_per_engine": sum(r["steps"] for r in results),
-        "workers": args.workers, "seconds": round(time.perf_counter() - start, 1),
-        "mismatched_episodes": len(mismatches), "mismatches": mismatches[:20],
+        "workers": args.workers,
+        "seconds": round(time.perf_counter() - start, 1),
+        "mismatched_episodes": len(mismatches),
+        "mismatches": mismatches[:20],
     }
 
 
@@ -206,8 +239,14 @@ def make_parser() -> argparse.ArgumentParser:
     worker.add_argument("--slots", type=int, required=True)
     worker.add_argument("--steps", type=int, required=True)
     sweep = commands.add_parser("sweep", help="differential check of both engines over many episodes")
-    sweep.add_argument("--games", nargs=2, action="append", required=True, metavar=("SOURCE", "EPISODES_PER_GAME"),
-                       help="games and how many episodes to play on each; repeat for several sources")
+    sweep.add_argument(
+        "--games",
+        nargs=2,
+        action="append",
+        required=True,
+        metavar=("SOURCE", "EPISODES_PER_GAME"),
+        help="games and how many episodes to play on each; repeat for several sources",
+    )
     sweep.add_argument("--workers", type=int, default=2)
     sweep.add_argument("--max-steps", type=int, default=40, help="step limit (expert walks play up to it)")
     sweep.add_argument("--random-steps", type=int, default=4, help="random steps per walk (after any prefix)")
@@ -222,8 +261,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = make_parser().parse_args()
-    run = {"speed": run_speed, "memory": run_memory, "worker": run_worker, "sweep": run_sweep,
-           "profile": run_profile}[args.command]
+    run = {"speed": run_speed, "memory": run_memory, "worker": run_worker, "sweep": run_sweep, "profile": run_profile}[
+        args.command
+    ]
     result = run(args)
     if args.command == "profile":
         for engine, text in result.items():

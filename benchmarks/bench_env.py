@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from bench_engine import speed_round
+
 from envs.games import resolve_games
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
@@ -76,13 +77,13 @@ def main() -> None:
         results["ours"].append(run_ours(games, args.steps, seed=round_, engine=args.engine))
     medians = {name: [statistics.median(r[i] for r in rows) for i in range(3)] for name, rows in results.items()}
     report = {
-        "games": len(games), "rounds": args.rounds, "engine": args.engine,
+        "games": len(games),
+        "rounds": args.rounds,
+        "engine": args.engine,
         "stock": dict(zip(("steps_per_s", "first_reset_s", "reset_s"), medians["stock"])),
         "ours": dict(zip(("steps_per_s", "first_reset_s", "reset_s"), medians["ours"])),
     }
-    report["ratio_ours_over_stock"] = {
-        key: report["ours"][key] / report["stock"][key] for key in report["ours"]
-    }
+    report["ratio_ours_over_stock"] = {key: report["ours"][key] / report["stock"][key] for key in report["ours"]}
     print(json.dumps(report, indent=2))
 
 

@@ -20,8 +20,9 @@ from envs.generator import SIZES, TASK_TYPES, GenerationReport, generate_games
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", nargs="+", default=list(SIZES), help="sizes to measure")
-    parser.add_argument("--num", type=int, nargs="+", default=[36, 18, 12],
-                        help="games per size, one number per size (or one for all)")
+    parser.add_argument(
+        "--num", type=int, nargs="+", default=[36, 18, 12], help="games per size, one number per size (or one for all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--planner-every", type=int, default=10)
@@ -29,24 +30,37 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def markdown(reports: list[GenerationReport], workers: int) -> str:
-    lines = [f"### Games per second ({workers} worker processes, verification included)", "",
-             "| size | games | seconds | games/s | rejected | planner checked / disagreed |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"### Games per second ({workers} worker processes, verification included)",
+        "",
+        "| size | games | seconds | games/s | rejected | planner checked / disagreed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in reports:
-        lines.append(f"| {r.size} | {r.games} | {r.seconds:.1f} | {r.games / r.seconds:.2f} | "
-                     f"{sum(r.rejected.values())} | {r.planner_checked} / {r.planner_disagreed} |")
-    lines += ["", "### Rejected candidates per task type (rejected / candidates tried)", "",
-              "| task type | " + " | ".join(r.size for r in reports) + " |",
-              "| --- |" + " ---: |" * len(reports)]
+        lines.append(
+            f"| {r.size} | {r.games} | {r.seconds:.1f} | {r.games / r.seconds:.2f} | "
+            f"{sum(r.rejected.values())} | {r.planner_checked} / {r.planner_disagreed} |"
+        )
+    lines += [
+        "",
+        "### Rejected candidates per task type (rejected / candidates tried)",
+        "",
+        "| task type | " + " | ".join(r.size for r in reports) + " |",
+        "| --- |" + " ---: |" * len(reports),
+    ]
     for task_type in TASK_TYPES:
         cells = []
         for r in reports:
             rejected, kept = r.rejected[task_type], r.games_per_task[task_type]
             cells.append(f"{rejected}/{rejected + kept} ({rejected / (rejected + kept):.0%})")
         lines.append(f"| {task_type} | " + " | ".join(cells) + " |")
-    lines += ["", "### Walkthrough length per size and task type (min / median / max, mean)", "",
-              "| task type | " + " | ".join(r.size for r in reports) + " |",
-              "| --- |" + " ---: |" * len(reports)]
+    lines += [
+        "",
+        "### Walkthrough length per size and task type (min / median / max, mean)",
+        "",
+        "| task type | " + " | ".join(r.size for r in reports) + " |",
+        "| --- |" + " ---: |" * len(reports),
+    ]
     for task_type in TASK_TYPES:
         cells = []
         for r in reports:
@@ -61,8 +75,16 @@ def main(args: argparse.Namespace) -> None:
     reports = []
     with tempfile.TemporaryDirectory(prefix="bench-generator-") as root:
         for size, num in zip(args.sizes, nums):
-            reports.append(generate_games(f"{root}/{size}", num=num, seed=args.seed, size=size,
-                                          workers=args.workers, planner_every=args.planner_every))
+            reports.append(
+                generate_games(
+                    f"{root}/{size}",
+                    num=num,
+                    seed=args.seed,
+                    size=size,
+                    workers=args.workers,
+                    planner_every=args.planner_every,
+                )
+            )
     print(markdown(reports, args.workers))
 
 

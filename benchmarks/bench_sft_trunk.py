@@ -37,8 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     model, tokenizer = load_embedded()
     model = prepare_for_training(model, "top", top_layers=TOP_LAYERS)
-    policy = LLMPolicy(model, tokenizer, PromptConfig("step", 1, "action"),
-                       DecodingConfig("constrained"))
+    policy = LLMPolicy(model, tokenizer, PromptConfig("step", 1, "action"), DecodingConfig("constrained"))
     samples = demonstration_samples(policy, resolve_games(args.games), num_envs=16, num_workers=2)
     start_weights = {name: p.detach().clone() for name, p in trainable_parameters(model).items()}
     seconds: dict[str, list[float]] = {way: [] for way in WAYS}
@@ -49,19 +48,37 @@ def main() -> None:
                 for name, p in trainable_parameters(model).items():
                     p.copy_(start_weights[name])
             tick = time.perf_counter()
-            losses[way] = clone_behaviour(model, samples, list(trainable_parameters(model).values()),
-                                          epochs=args.epochs, lr=3e-4, batch_size=16, pad_id=tokenizer.eos_token_id,
-                                          trunk_layers=trunk_layers, echo=lambda _: None)
+            losses[way] = clone_behaviour(
+                model,
+                samples,
+                list(trainable_parameters(model).values()),
+                epochs=args.epochs,
+                lr=3e-4,
+                batch_size=16,
+                pad_id=tokenizer.eos_token_id,
+                trunk_layers=trunk_layers,
+                echo=lambda _: None,
+            )
             seconds[way].append(time.perf_counter() - tick)
             weights[way] = {name: p.detach().clone() for name, p in trainable_parameters(model).items()}
     whole, top = WAYS
     best = {way: min(times) for way, times in seconds.items()}
-    print(json.dumps({
-        "samples": len(samples), "epochs": args.epochs, "seconds": best, "speedup": best[whole] / best[top],
-        "losses": losses,
-        "max_weight_difference": max(float((weights[whole][n] - weights[top][n]).abs().max()) for n in weights[whole]),
-        "timings": seconds,
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "samples": len(samples),
+                "epochs": args.epochs,
+                "seconds": best,
+                "speedup": best[whole] / best[top],
+                "losses": losses,
+                "max_weight_difference": max(
+                    float((weights[whole][n] - weights[top][n]).abs().max()) for n in weights[whole]
+                ),
+                "timings": seconds,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ from agents.prompts import PromptConfig
 from agents.scoring import TrunkStates, response_logprobs
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
-from rollouts.specs import make_specs
 from holderpo.modeling import prepare_for_training
 from holderpo.samples import build_samples
 from rollouts.runner import play_episodes
+from rollouts.specs import make_specs
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
 TOP_LAYERS = 4
@@ -51,8 +51,9 @@ VARIANTS = {  # name: (top blocks on recorded states, LM head over the whole voc
 }
 
 
-def update_pass(model, samples, pad_id: int, reuse: bool, full_head: bool, micro: int = 16
-                ) -> tuple[float, list[torch.Tensor]]:
+def update_pass(
+    model, samples, pad_id: int, reuse: bool, full_head: bool, micro: int = 16
+) -> tuple[float, list[torch.Tensor]]:
     """Seconds of one forward+backward over all samples, and the log-probs of each micro-batch."""
     if full_head:  # what scoring does for models whose logits are not a plain projection
         with mock.patch("agents.scoring.output_matrix", return_value=None):
@@ -60,12 +61,21 @@ def update_pass(model, samples, pad_id: int, reuse: bool, full_head: bool, micro
     model.zero_grad(set_to_none=True)
     start, logprobs = time.perf_counter(), []
     for begin in range(0, len(samples), micro):
-        chunk = samples[begin: begin + micro]
-        trunk = TrunkStates(TOP_LAYERS, [s.prefix_states for s in chunk], [s.trunk_states for s in chunk]) \
-            if reuse else None
-        scored = response_logprobs(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
-                                   [s.allowed for s in chunk], pad_id=pad_id,
-                                   prefix_lengths=[s.prefix_length for s in chunk], trunk=trunk)
+        chunk = samples[begin : begin + micro]
+        trunk = (
+            TrunkStates(TOP_LAYERS, [s.prefix_states for s in chunk], [s.trunk_states for s in chunk])
+            if reuse
+            else None
+        )
+        scored = response_logprobs(
+            model,
+            [s.prompt_ids for s in chunk],
+            [s.response_ids for s in chunk],
+            [s.allowed for s in chunk],
+            pad_id=pad_id,
+            prefix_lengths=[s.prefix_length for s in chunk],
+            trunk=trunk,
+        )
         scored.logprobs.sum().backward()
         logprobs.append(scored.logprobs.detach())
     return time.perf_counter() - start, logprobs
@@ -100,14 +110,21 @@ def main() -> None:
     prefixes = {id(s.prefix_states): s.prefix_states for s in samples if s.prefix_states is not None}
     state_bytes = sum(s.trunk_states.numel() * 4 for s in samples) + sum(p.numel() * 4 for p in prefixes.values())
     report = {
-        "episodes": len(specs), "samples": len(samples), "max_steps": args.max_steps,
-        "rollout_seconds": {"recording": recorded_seconds, "not_recording": plain_seconds,
-                            "ratio": recorded_seconds / plain_seconds},
+        "episodes": len(specs),
+        "samples": len(samples),
+        "max_steps": args.max_steps,
+        "rollout_seconds": {
+            "recording": recorded_seconds,
+            "not_recording": plain_seconds,
+            "ratio": recorded_seconds / plain_seconds,
+        },
         "update_seconds_per_sample": per_sample,
-        "speedup_over_whole_model_full_head": {name: per_sample["whole model, full head"] / value
-                                               for name, value in per_sample.items()},
-        "max_logprob_difference": {name: max(float((a - b).abs().max()) for a, b in zip(baseline, rows))
-                                   for name, rows in logprobs.items()},
+        "speedup_over_whole_model_full_head": {
+            name: per_sample["whole model, full head"] / value for name, value in per_sample.items()
+        },
+        "max_logprob_difference": {
+            name: max(float((a - b).abs().max()) for a, b in zip(baseline, rows)) for name, rows in logprobs.items()
+        },
         "recorded_states_mb": state_bytes / 2**20,
         "timings": timings,
     }

@@ -7,8 +7,15 @@ from envs.games import TASK_TYPES, Game, GameFileError, MissingDataError, load_g
 from envs.safety import UnsafeGameError
 
 __all__ = [
-    "AlfWorldEnv", "Game", "GameFileError", "MissingDataError", "TASK_TYPES", "UnsafeGameError",
-    "load_game", "resolve_games", "scan_games",
+    "AlfWorldEnv",
+    "Game",
+    "GameFileError",
+    "MissingDataError",
+    "TASK_TYPES",
+    "UnsafeGameError",
+    "load_game",
+    "resolve_games",
+    "scan_games",
 ]
 
 if "ALFWorld-v0" not in registry:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import random
 import string
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable, SupportsFloat
+from typing import Any, SupportsFloat
 
 import gymnasium as gym
 from gymnasium import spaces
@@ -21,18 +22,14 @@ MAX_ACTION_CHARS = 1_024
 # Printable ASCII with newlines and tabs, the printable Latin-1 range, typographic quotes and
 # dashes (human-written task sentences use them), and U+FFFD, which replaces anything else.
 CHARSET = (
-    string.printable
-    + "".join(chr(c) for c in range(0xA0, 0x100))
-    + "\u2013\u2014\u2018\u2019\u201c\u201d\u2026\ufffd"
+    string.printable + "".join(chr(c) for c in range(0xA0, 0x100)) + "\u2013\u2014\u2018\u2019\u201c\u201d\u2026\ufffd"
 )
 _CHARSET_SET = frozenset(CHARSET)
 
 
 def _in_charset(text: str) -> str:
     """Keep the observation inside the observation space (game text is ASCII in practice)."""
-    return text if all(c in _CHARSET_SET for c in text) else "".join(
-        c if c in _CHARSET_SET else "\ufffd" for c in text
-    )
+    return text if all(c in _CHARSET_SET for c in text) else "".join(c if c in _CHARSET_SET else "\ufffd" for c in text)
 
 
 class AlfWorldEnv(gym.Env[str, str]):
@@ -104,9 +101,7 @@ class AlfWorldEnv(gym.Env[str, str]):
         if not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"expected max_steps to be a positive integer, got {max_steps!r}")
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(
-                f"expected render_mode in {self.metadata['render_modes']} or None, got {render_mode!r}"
-            )
+            raise ValueError(f"expected render_mode in {self.metadata['render_modes']} or None, got {render_mode!r}")
         if engine not in ENGINES:
             raise ValueError(f"expected engine in {list(ENGINES)}, got {engine!r}")
         self.game_paths = resolve_games(games) if games is not None else []
@@ -187,9 +182,7 @@ class AlfWorldEnv(gym.Env[str, str]):
             random.setstate(outside)
 
     # -- gymnasium API -------------------------------------------------------------------------
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[str, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         """Start an episode.
 
         Args:

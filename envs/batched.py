@@ -24,8 +24,9 @@ import multiprocessing as mp
 import os
 import signal
 import traceback
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 DEFAULT_STEP_TIMEOUT = 60.0
 
@@ -110,8 +111,13 @@ class BatchedAlfWorld:
         **env_kwargs: passed to every AlfWorldEnv (max_steps, expert, trust_game_files).
     """
 
-    def __init__(self, num_envs: int, num_workers: int | None = None,
-                 step_timeout: float = DEFAULT_STEP_TIMEOUT, **env_kwargs: Any):
+    def __init__(
+        self,
+        num_envs: int,
+        num_workers: int | None = None,
+        step_timeout: float = DEFAULT_STEP_TIMEOUT,
+        **env_kwargs: Any,
+    ):
         if num_envs < 1:
             raise ValueError(f"expected num_envs >= 1, got {num_envs}")
         num_workers = num_workers or min(num_envs, os.cpu_count() or 1)
@@ -138,8 +144,7 @@ class BatchedAlfWorld:
     def worker_pids(self) -> list[int]:
         return [worker.process.pid for worker in self._workers]
 
-    def reset(self, games: Sequence[str | None], seeds: Iterable[int | None] | None = None
-              ) -> list[StepResult | None]:
+    def reset(self, games: Sequence[str | None], seeds: Iterable[int | None] | None = None) -> list[StepResult | None]:
         """Start an episode of `games[i]` in slot i (None: leave slot i as it is).
 
         Returns a list with a StepResult for each slot reset and None for the others.
@@ -188,8 +193,7 @@ class BatchedAlfWorld:
                 results.update(self._restart(index, f"{reason}: {failure or 'connection lost'}", asked))
                 continue
             for slot, (observation, reward, terminated, truncated, info, error) in replies:
-                results[slot] = StepResult(observation, float(reward), bool(terminated),
-                                           bool(truncated), info, error)
+                results[slot] = StepResult(observation, float(reward), bool(terminated), bool(truncated), info, error)
         return results
 
     def _restart(self, index: int, reason: str, asked: list[int]) -> dict[int, StepResult]:
@@ -199,10 +203,7 @@ class BatchedAlfWorld:
         self.restarts += 1
         lost = sorted(set(asked) | {slot for slot in self._live if slot % self.num_workers == index})
         self._live.difference_update(lost)
-        return {
-            slot: StepResult("", 0.0, False, False, {"gamefile": self._games.get(slot)}, reason)
-            for slot in lost
-        }
+        return {slot: StepResult("", 0.0, False, False, {"gamefile": self._games.get(slot)}, reason) for slot in lost}
 
     def close(self) -> None:
         for worker in self._workers:
@@ -215,7 +216,7 @@ class BatchedAlfWorld:
                 worker.kill()
         self._workers = []
 
-    def __enter__(self) -> "BatchedAlfWorld":
+    def __enter__(self) -> BatchedAlfWorld:
         return self
 
     def __exit__(self, *exc_info) -> None:

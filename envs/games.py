@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 from envs.safety import UnsafeGameError, extract_task_sentence
 

@@ -49,8 +49,9 @@ def legacy_grammar(current: str) -> str:
         '"rhs": "You arrive at {r.name}. #examineReceptacle.feedback#"',
         '"rhs": "You arrive at {lend.name}. #examineReceptacle.feedback#"',
     )
-    legacy = legacy.replace('"rhs": "You move the {o.name} to the {r.name}."',
-                            '"rhs": "You put the {o.name} in/on the {r.name}."')
+    legacy = legacy.replace(
+        '"rhs": "You move the {o.name} to the {r.name}."', '"rhs": "You put the {o.name} in/on the {r.name}."'
+    )
     legacy = legacy.replace('template :: "move {o} to {r}";', 'template :: "put {o} in/on {r}";')
     help_action = legacy.index("\n\naction help {")
     return legacy[:help_action] + "\n"
@@ -71,9 +72,8 @@ def extract_task_sentence(grammar: str) -> str:
     """
     for template in known_grammars():
         prefix, suffix = template.split(GOAL_PLACEHOLDER)
-        if (len(grammar) > len(prefix) + len(suffix)
-                and grammar.startswith(prefix) and grammar.endswith(suffix)):
-            sentence = grammar[len(prefix): len(grammar) - len(suffix)]
+        if len(grammar) > len(prefix) + len(suffix) and grammar.startswith(prefix) and grammar.endswith(suffix):
+            sentence = grammar[len(prefix) : len(grammar) - len(suffix)]
             if not _PLAIN_SENTENCE.fullmatch(sentence):
                 raise UnsafeGameError(
                     f"the task sentence {sentence[:80]!r} is not plain words: it holds characters "

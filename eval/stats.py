@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 
@@ -43,8 +44,10 @@ def pass_at_k(counts: Sequence[tuple[int, int]], k: int) -> float:
         raise ValueError(f"expected k >= 1, got {k}")
     for n, c in counts:
         if n < k or not 0 <= c <= n:
-            raise ValueError(f"expected k <= n and 0 <= c <= n for every game, got n={n}, c={c}, "
-                             f"k={k}: play each game at least k times (--samples k)")
+            raise ValueError(
+                f"expected k <= n and 0 <= c <= n for every game, got n={n}, c={c}, "
+                f"k={k}: play each game at least k times (--samples k)"
+            )
     if not counts:
         return 0.0
     return sum(1.0 - math.comb(n - c, k) / math.comb(n, k) for n, c in counts) / len(counts)
@@ -74,8 +77,10 @@ def paired_difference(a: Mapping[str, float], b: Mapping[str, float], z: float =
     """
     shared = sorted(set(a) & set(b))
     if not shared:
-        raise ValueError(f"expected shared keys, got none: a has {len(a)}, b has {len(b)}, and no "
-                         "key is in both (were both evaluated on the same games and seed?)")
+        raise ValueError(
+            f"expected shared keys, got none: a has {len(a)}, b has {len(b)}, and no "
+            "key is in both (were both evaluated on the same games and seed?)"
+        )
     differences = [b[key] - a[key] for key in shared]
     mean = statistics.fmean(differences)
     n = len(differences)

@@ -8,21 +8,26 @@ trainable tensors as they were at the start and swap them in for the reference p
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def prepare_for_training(model, finetune: str, lora_rank: int = 16, lora_alpha: float = 32.0,
-                         top_layers: int = 2):
+def prepare_for_training(model, finetune: str, lora_rank: int = 16, lora_alpha: float = 32.0, top_layers: int = 2):
     """Return the model with exactly the chosen parameters requiring gradients."""
     if finetune == "lora":
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=lora_rank, lora_alpha=lora_alpha, target_modules=LORA_TARGETS,
-                            lora_dropout=0.0, bias="none", task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=lora_rank,
+            lora_alpha=lora_alpha,
+            target_modules=LORA_TARGETS,
+            lora_dropout=0.0,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
         return get_peft_model(model, config)
     if finetune == "full":
         model.requires_grad_(True)

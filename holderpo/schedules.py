@@ -81,8 +81,7 @@ class PSchedule:
             raise ValueError(f"expected total iterations >= 1, got {total}; pass the run's iteration count")
         if not 0 <= iteration < total:
             raise ValueError(
-                f"expected 0 <= iteration < total = {total}, got iteration {iteration}; "
-                "iterations count from 0"
+                f"expected 0 <= iteration < total = {total}, got iteration {iteration}; iterations count from 0"
             )
         progress = iteration / (total - 1) if total > 1 else 0.0
         g = SHAPES[self.kind](progress, self.power)

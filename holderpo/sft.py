@@ -9,7 +9,7 @@ out of the loss.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -19,13 +19,20 @@ from agents.baselines import WalkthroughPolicy
 from agents.llm_policy import LLMPolicy
 from agents.scoring import TrunkStates, record_trunk_states, response_logprobs
 from envs.batched import BatchedAlfWorld
-from rollouts.specs import make_specs
 from holderpo.samples import Sample, right_aligned
 from rollouts.runner import play_episodes
+from rollouts.specs import make_specs
 
 
-def demonstration_samples(policy: LLMPolicy, games: Sequence[str], *, num_envs: int = 8,
-                          num_workers: int | None = None, seed: int = 0, **env_kwargs) -> list[Sample]:
+def demonstration_samples(
+    policy: LLMPolicy,
+    games: Sequence[str],
+    *,
+    num_envs: int = 8,
+    num_workers: int | None = None,
+    seed: int = 0,
+    **env_kwargs,
+) -> list[Sample]:
     """One sample per turn of every winning walkthrough, prompted as `policy` prompts.
 
     Walkthroughs are played without the RL step limit: every turn of a demonstration teaches.
@@ -51,8 +58,19 @@ def demonstration_samples(policy: LLMPolicy, games: Sequence[str], *, num_envs: 
             allowed, mask = [None] * len(response), [True] * len(response)
         prompt = policy.prompt_ids(turn)
         prefix = (policy.prefix_lengths([turn], [prompt]) or [0])[0]
-        samples.append(Sample(prompt, response, [0.0] * len(response), mask, allowed,
-                              advantage=0.0, weight=1.0, episode=len(samples), prefix_length=prefix))
+        samples.append(
+            Sample(
+                prompt,
+                response,
+                [0.0] * len(response),
+                mask,
+                allowed,
+                advantage=0.0,
+                weight=1.0,
+                episode=len(samples),
+                prefix_length=prefix,
+            )
+        )
     return samples
 
 
@@ -70,8 +88,9 @@ def grouped_order(samples: Sequence[Sample], rng: np.random.Generator) -> list[i
     return order
 
 
-def demonstration_trunk(model, samples: Sequence[Sample], top_layers: int, *, batch_size: int,
-                        pad_id: int) -> TrunkStates:
+def demonstration_trunk(
+    model, samples: Sequence[Sample], top_layers: int, *, batch_size: int, pad_id: int
+) -> TrunkStates:
     """The frozen trunk's output over every demonstration, computed in batches without gradients:
     the epochs then run only the top blocks (see `agents.trunk`). Batches follow the games, so
     that a game's shared prompt start runs once per batch, not once per sample."""
@@ -79,26 +98,45 @@ def demonstration_trunk(model, samples: Sequence[Sample], top_layers: int, *, ba
     prefixes: list = [None] * len(samples)
     tails: list = [None] * len(samples)
     for start in tqdm(range(0, len(order), batch_size), desc="trunk states", unit="batch", leave=False):
-        indices = order[start: start + batch_size]
+        indices = order[start : start + batch_size]
         chunk = [samples[i] for i in indices]
-        states = record_trunk_states(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
-                                     top_layers, pad_id=pad_id, prefix_lengths=[s.prefix_length for s in chunk])
+        states = record_trunk_states(
+            model,
+            [s.prompt_ids for s in chunk],
+            [s.response_ids for s in chunk],
+            top_layers,
+            pad_id=pad_id,
+            prefix_lengths=[s.prefix_length for s in chunk],
+        )
         for index, prefix, tail in zip(indices, states.prefixes, states.tails):
             prefixes[index], tails[index] = prefix, tail
     return TrunkStates(top_layers, prefixes, tails)
 
 
-def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int, lr: float, batch_size: int,
-                    pad_id: int, seed: int = 0, trunk_layers: int | None = None,
-                    echo: Callable[[str], None] = print) -> list[float]:
+def clone_behaviour(
+    model,
+    samples: Sequence[Sample],
+    parameters,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    pad_id: int,
+    seed: int = 0,
+    trunk_layers: int | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[float]:
     """Minimise the masked negative log-likelihood of the demonstrations; the mean loss per epoch.
 
     With `trunk_layers` (only the top blocks train), the trunk runs once over the demonstrations
     and every epoch runs only the top blocks on its output: the same losses, less work."""
     if not samples:
         raise ValueError("no demonstrations: the training games have no winning walkthroughs")
-    trunk = demonstration_trunk(model, samples, trunk_layers, batch_size=batch_size, pad_id=pad_id) \
-        if trunk_layers else None
+    trunk = (
+        demonstration_trunk(model, samples, trunk_layers, batch_size=batch_size, pad_id=pad_id)
+        if trunk_layers
+        else None
+    )
     optimizer = torch.optim.AdamW(parameters, lr=lr)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
     losses = []
@@ -108,13 +146,24 @@ def clone_behaviour(model, samples: Sequence[Sample], parameters, *, epochs: int
         order = grouped_order(samples, rng)
         for start in range(0, len(samples), batch_size):
             bar.update(1)
-            indices = order[start: start + batch_size]
+            indices = order[start : start + batch_size]
             chunk = [samples[i] for i in indices]
-            chunk_trunk = None if trunk is None else TrunkStates(
-                trunk.top_layers, [trunk.prefixes[i] for i in indices], [trunk.tails[i] for i in indices])
-            scored = response_logprobs(model, [s.prompt_ids for s in chunk], [s.response_ids for s in chunk],
-                                       [s.allowed for s in chunk], pad_id=pad_id,
-                                       prefix_lengths=[s.prefix_length for s in chunk], trunk=chunk_trunk)
+            chunk_trunk = (
+                None
+                if trunk is None
+                else TrunkStates(
+                    trunk.top_layers, [trunk.prefixes[i] for i in indices], [trunk.tails[i] for i in indices]
+                )
+            )
+            scored = response_logprobs(
+                model,
+                [s.prompt_ids for s in chunk],
+                [s.response_ids for s in chunk],
+                [s.allowed for s in chunk],
+                pad_id=pad_id,
+                prefix_lengths=[s.prefix_length for s in chunk],
+                trunk=chunk_trunk,
+            )
             width = scored.logprobs.shape[1]
             mask = right_aligned([s.loss_mask for s in chunk], width, False, torch.bool).to(scored.logprobs.device)
             loss = -(scored.logprobs * mask).sum() / mask.sum().clamp(min=1)

@@ -7,8 +7,8 @@ so a result does not depend on batch size, worker count or which games ran besid
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -28,8 +28,7 @@ def episode_seed(seed: int, game: str, sample: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def make_specs(games: Sequence[str], seed: int, samples: int = 1,
-               max_episodes: int | None = None) -> list[EpisodeSpec]:
+def make_specs(games: Sequence[str], seed: int, samples: int = 1, max_episodes: int | None = None) -> list[EpisodeSpec]:
     """Episodes for a sweep over the sorted games, each played `samples` times."""
     if samples < 1:
         raise ValueError(f"expected samples >= 1, got {samples}")
@@ -39,8 +38,14 @@ def make_specs(games: Sequence[str], seed: int, samples: int = 1,
             raise ValueError(f"expected max_episodes >= 1, got {max_episodes}")
         ordered = ordered[:max_episodes]
     return [
-        EpisodeSpec(game=game, game_id=game_id(game), task_type=read_task_type(Path(game)),
-                    sample=sample, seed=episode_seed(seed, game, sample), group=index)
+        EpisodeSpec(
+            game=game,
+            game_id=game_id(game),
+            task_type=read_task_type(Path(game)),
+            sample=sample,
+            seed=episode_seed(seed, game, sample),
+            group=index,
+        )
         for index, game in enumerate(ordered)
         for sample in range(samples)
     ]
@@ -62,8 +67,14 @@ def iteration_games(games: Sequence[str], iteration: int, per_iteration: int, se
 def iteration_specs(games: Sequence[str], iteration: int, group_size: int, seed: int) -> list[EpisodeSpec]:
     """G episodes per game; group g holds game g; seeds from (run seed, iteration, group, sample)."""
     return [
-        EpisodeSpec(game=game, game_id=game_id(game), task_type=read_task_type(Path(game)), sample=sample,
-                    seed=int(np.random.SeedSequence([seed, iteration, group, sample]).generate_state(1)[0]),
-                    group=group)
-        for group, game in enumerate(games) for sample in range(group_size)
+        EpisodeSpec(
+            game=game,
+            game_id=game_id(game),
+            task_type=read_task_type(Path(game)),
+            sample=sample,
+            seed=int(np.random.SeedSequence([seed, iteration, group, sample]).generate_state(1)[0]),
+            group=group,
+        )
+        for group, game in enumerate(games)
+        for sample in range(group_size)
     ]

@@ -11,7 +11,10 @@ from tests.conftest import FIXTURE_DATA
 def _doctor(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "holderpo.cli", "doctor", *args],
-        capture_output=True, text=True, timeout=600, env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **env},
         cwd=Path(__file__).parent.parent,
     )
 

@@ -74,7 +74,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
             if target not in graph:
                 continue
             if state.get(target) == "open":
-                found.append(path[path.index(target):] + [target])
+                found.append(path[path.index(target) :] + [target])
             elif target not in state:
                 visit(target, [*path, target])
         state[node] = "done"

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from textworld.envs.pddl.logic import GameLogic
 
@@ -35,7 +35,7 @@ class GameAssets:
     snapshot: PlanningSnapshot
 
     @classmethod
-    def build(cls, data: Mapping, downward_lib) -> "GameAssets":
+    def build(cls, data: Mapping, downward_lib) -> GameAssets:
         """textworld's own parsing and translation of the game, done once."""
         logic = GameLogic(domain=data["pddl_domain"], grammar=data["grammar"])
         logic.grammar = MemoGrammar.from_grammar(logic.grammar)

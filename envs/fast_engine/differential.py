@@ -8,7 +8,8 @@ same commands, and the first differing output is the bug.
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # Inadmissible text an agent might send: empty, near-misses, padded, long.
 GARBAGE = ["", "look around", "take moon from sky", "go to fridge 99", "  inventory  ", "x" * 300]

@@ -12,8 +12,8 @@ alfworld's expressions only reading entity attributes (see grammar.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from textworld.core import GameState
 from textworld.envs import PddlEnv

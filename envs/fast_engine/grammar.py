@@ -82,7 +82,7 @@ class MemoGrammar(ContextSensitiveGrammar):
     """A `ContextSensitiveGrammar` whose `derive` returns the same text, faster (module docstring)."""
 
     @classmethod
-    def from_grammar(cls, grammar: ContextSensitiveGrammar) -> "MemoGrammar":
+    def from_grammar(cls, grammar: ContextSensitiveGrammar) -> MemoGrammar:
         memo = cls()
         memo.update(grammar)  # shares textworld's parsed production rules
         return memo

@@ -51,7 +51,7 @@ class PlanningSnapshot:
     initial_facts: tuple[Proposition, ...]  # in the order the constructor added them
 
     @classmethod
-    def take(cls, downward_lib, pddl_problem: str, logic: GameLogic) -> "PlanningSnapshot":
+    def take(cls, downward_lib, pddl_problem: str, logic: GameLogic) -> PlanningSnapshot:
         """Run textworld's constructor once (translation included) and keep its results.
 
         The constructor also registers the domain's types in `logic.types`; the snapshot is
@@ -59,8 +59,13 @@ class PlanningSnapshot:
         """
         state = _RecordingPddlState(downward_lib, pddl_problem, logic)
         return cls(
-            pddl_problem=pddl_problem, task=state.task, sas=state.sas, sas_replan=state.sas_replan,
-            actions=state._actions, name2type=state.name2type, initial_facts=tuple(state.added_facts),
+            pddl_problem=pddl_problem,
+            task=state.task,
+            sas=state.sas,
+            sas_replan=state.sas_replan,
+            actions=state._actions,
+            name2type=state.name2type,
+            initial_facts=tuple(state.added_facts),
         )
 
     def restore(self, downward_lib, logic: GameLogic) -> PddlState:

@@ -113,8 +113,13 @@ def generate_games(
     started = time.perf_counter()
     split_dir = writer.prepare_split_folder(Path(out_dir), split, overwrite)
     report = GenerationReport(
-        Path(out_dir), split, size, seed, games_per_task=dict.fromkeys(chosen, 0),
-        rejected=dict.fromkeys(chosen, 0), solution_lengths={t: [] for t in chosen},
+        Path(out_dir),
+        split,
+        size,
+        seed,
+        games_per_task=dict.fromkeys(chosen, 0),
+        rejected=dict.fromkeys(chosen, 0),
+        solution_lengths={t: [] for t in chosen},
     )
     specs = [
         GameSpec(seed, split, size, chosen[i % len(chosen)], i, planner_every > 0 and i % planner_every == 0)
@@ -191,7 +196,9 @@ class GameBuilder:
             walkthrough = self._verifier.handcoded_walkthrough(game_file, rng.getrandbits(32))
             if walkthrough is not None and spec.task_type in SEED_SENSITIVE and spec.size in RELIABLE_SIZES:
                 seeds = [rng.getrandbits(32) for _ in range(RELIABILITY_SEEDS)]
-                if len(walkthrough) > RELIABLE_STEPS or not self._verifier.reliably_wins(game_file, seeds, RELIABLE_STEPS):
+                if len(walkthrough) > RELIABLE_STEPS or not self._verifier.reliably_wins(
+                    game_file, seeds, RELIABLE_STEPS
+                ):
                     walkthrough = None
             if walkthrough is not None and spec.check_planner and not self._verifier.planner_solves(game_file):
                 disagreed += 1
@@ -236,13 +243,15 @@ def _trial_name(index: int, rng: random.Random) -> str:
 
 def _game_json(problem: str, grammar: str, walkthrough: list[str] | None) -> str:
     """game.tw-pddl, with the keys and JSON layout that alfworld-generate writes."""
-    return json.dumps({
-        "pddl_domain": pddl.domain_text(),
-        "grammar": grammar,
-        "pddl_problem": problem,
-        "solvable": walkthrough is not None,
-        "walkthrough": walkthrough,
-    })
+    return json.dumps(
+        {
+            "pddl_domain": pddl.domain_text(),
+            "grammar": grammar,
+            "pddl_problem": problem,
+            "solvable": walkthrough is not None,
+            "walkthrough": walkthrough,
+        }
+    )
 
 
 def _record(report: GenerationReport, game: BuiltGame, final_dir: Path) -> None:

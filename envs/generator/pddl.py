@@ -18,14 +18,19 @@ from alfworld.info import ALFRED_PDDL_PATH
 from envs.generator import vocabulary as vocab
 from envs.generator.scene import Location, Scene, Task
 from envs.safety import GOAL_PLACEHOLDER, current_grammar
+
 _MANGLE = (("|", "_bar_"), ("+", "_plus_"), ("-", "_minus_"), (".", "_dot_"))
 # Types the domain's actions name as constants (CleanObject needs SinkBasinType, SliceObject
 # KnifeType...); declaring them keeps every problem well-typed whatever the scene holds.
 _DOMAIN_RTYPES = ("Fridge", "Microwave", "SinkBasin")
 _DOMAIN_OTYPES = ("ButterKnife", "Knife")
 # init predicate -> VAL_ACTION_OBJECTS entry of the classes it holds for
-_PROPERTY_FACTS = (("cleanable", "Cleanable"), ("heatable", "Heatable"), ("coolable", "Coolable"),
-                   ("toggleable", "Toggleable"))
+_PROPERTY_FACTS = (
+    ("cleanable", "Cleanable"),
+    ("heatable", "Heatable"),
+    ("coolable", "Coolable"),
+    ("toggleable", "Toggleable"),
+)
 
 
 @functools.cache
@@ -55,8 +60,9 @@ def task_sentence(task: Task, rng: random.Random) -> str:
     `random.choice`, which would make generation irreproducible; the filling is the same.
     """
     template = rng.choice(gdict[task.task_type]["templates"])
-    return template.format(obj=task.object_target.lower(), recep=task.parent_target.lower(),
-                           toggle=task.toggle_target.lower(), mrecep="")
+    return template.format(
+        obj=task.object_target.lower(), recep=task.parent_target.lower(), toggle=task.toggle_target.lower(), mrecep=""
+    )
 
 
 def grammar_text(sentence: str) -> str:

@@ -57,9 +57,7 @@ ALFWORLD_VALID_UNSEEN = (10, 219, 308, 424)
 EXTRA_INSTANCES = {"StoveBurner": 4}
 
 STATIC_RECEPTACLES = frozenset(constants.VAL_RECEPTACLE_OBJECTS) - set(constants.MOVABLE_RECEPTACLES)
-PICKUPABLE = frozenset(
-    obj for objs in constants.VAL_RECEPTACLE_OBJECTS.values() for obj in objs if "Sliced" not in obj
-)
+PICKUPABLE = frozenset(obj for objs in constants.VAL_RECEPTACLE_OBJECTS.values() for obj in objs if "Sliced" not in obj)
 OPENABLE = frozenset(constants.OPENABLE_CLASS_SET)
 TOGGLEABLE = frozenset(constants.VAL_ACTION_OBJECTS["Toggleable"])
 MOVABLE_RECEPTACLES = frozenset(constants.MOVABLE_RECEPTACLES)
@@ -136,7 +134,7 @@ def alfred_class(alfred_id: str) -> str:
     return parts[4] if len(parts) == 5 else parts[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_floor_plan(number: int) -> FloorPlan:
     """Read one floor plan's layout files (cached: they never change)."""
     layouts = resources.files("alfworld.gen") / "layouts"

@@ -74,7 +74,13 @@ def test_step_limit_truncates_and_episode_then_needs_reset(fixture_game_files):
 
 @pytest.mark.parametrize(
     "action",
-    ["", "x" * 10_000, "prends la pomme \u00e9\u00e8 \u6f22\u5b57", "\x00\x07\x1b[31m\r\n", "heat egg 1 with microwave 1"],
+    [
+        "",
+        "x" * 10_000,
+        "prends la pomme \u00e9\u00e8 \u6f22\u5b57",
+        "\x00\x07\x1b[31m\r\n",
+        "heat egg 1 with microwave 1",
+    ],
     ids=["empty", "10k-chars", "non-ascii", "control-chars", "other-game-command"],
 )
 def test_any_text_is_a_normal_inadmissible_step(fixture_game_files, action):
@@ -109,10 +115,13 @@ def test_ansi_render_shows_last_command_and_observation(fixture_game_files):
     assert env.render() == f"> look\n{obs}\n"
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"max_steps": 0}, "max_steps"),
-    ({"render_mode": "human"}, "render_mode"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"max_steps": 0}, "max_steps"),
+        ({"render_mode": "human"}, "render_mode"),
+    ],
+)
 def test_bad_arguments_are_named(fixture_game_files, kwargs, message):
     with pytest.raises(ValueError, match=message):
         AlfWorldEnv(games=fixture_game_files, **kwargs)

@@ -25,8 +25,13 @@ from envs.generator import generate_games
 
 N_FIXTURES = 7
 GENERATED = {  # size -> task types; pick_two games are slow to generate, a fixture covers them
-    "tiny": ["pick_and_place_simple", "look_at_obj_in_light", "pick_clean_then_place_in_recep",
-             "pick_heat_then_place_in_recep", "pick_cool_then_place_in_recep"],
+    "tiny": [
+        "pick_and_place_simple",
+        "look_at_obj_in_light",
+        "pick_clean_then_place_in_recep",
+        "pick_heat_then_place_in_recep",
+        "pick_cool_then_place_in_recep",
+    ],
     "small": ["pick_and_place_simple", "pick_cool_then_place_in_recep"],
 }
 N_GAMES = N_FIXTURES + sum(map(len, GENERATED.values()))
@@ -39,8 +44,7 @@ MAX_STEPS = 40
 def games(tmp_path_factory, fixture_game_files) -> list[str]:
     root = tmp_path_factory.mktemp("fast_engine_games")
     for size, task_types in GENERATED.items():
-        generate_games(root / size, num=len(task_types), seed=0, size=size, task_types=task_types,
-                       planner_every=0)
+        generate_games(root / size, num=len(task_types), seed=0, size=size, task_types=task_types, planner_every=0)
     generated = [game for size in GENERATED for game in resolve_games(root / size)]
     assert len(fixture_game_files) == N_FIXTURES and len(generated) == N_GAMES - N_FIXTURES
     return fixture_game_files + generated
@@ -49,8 +53,10 @@ def games(tmp_path_factory, fixture_game_files) -> list[str]:
 @pytest.fixture(scope="module")
 def engines() -> dict[bool, tuple[AlfWorldEnv, AlfWorldEnv]]:
     """(stock, fast) envs without and with the expert, shared by the tests of this module."""
-    return {expert: tuple(AlfWorldEnv(max_steps=MAX_STEPS, expert=expert, engine=name) for name in ("stock", "fast"))
-            for expert in (False, True)}
+    return {
+        expert: tuple(AlfWorldEnv(max_steps=MAX_STEPS, expert=expert, engine=name) for name in ("stock", "fast"))
+        for expert in (False, True)
+    }
 
 
 def assert_same_play(stock: list[tuple], fast: list[tuple], episode: str) -> None:
@@ -68,9 +74,11 @@ def test_random_and_walkthrough_walks_match_stock(games, engines, index):
     walkthrough = load_game(game).walkthrough
     stock, fast = engines[False]
     rng = random.Random(index)
-    prefixes = [[]] * RANDOM_EPISODES + [walkthrough] + [
-        walkthrough[: rng.randrange(1, len(walkthrough))] for _ in range(PREFIX_EPISODES - 1)
-    ]
+    prefixes = (
+        [[]] * RANDOM_EPISODES
+        + [walkthrough]
+        + [walkthrough[: rng.randrange(1, len(walkthrough))] for _ in range(PREFIX_EPISODES - 1)]
+    )
     won = False
     for episode, prefix in enumerate(prefixes):
         seed = 1000 * index + episode

@@ -77,7 +77,9 @@ def test_official_layout_and_formats(tiny):
         traj = json.loads((folder / "traj_data.json").read_text())
         params = traj["pddl_params"]
         target = params["parent_target"] or params["toggle_target"]
-        assert task_folder == f"{traj['task_type']}-{params['object_target']}-None-{target}-{traj['scene']['scene_num']}"
+        assert (
+            task_folder == f"{traj['task_type']}-{params['object_target']}-None-{target}-{traj['scene']['scene_num']}"
+        )
         assert traj["task_id"] == trial and traj["scene"]["floor_plan"] == f"FloorPlan{traj['scene']['scene_num']}"
         game = json.loads((folder / "game.tw-pddl").read_text())
         assert list(game) == ["pddl_domain", "grammar", "pddl_problem", "solvable", "walkthrough"]
@@ -113,10 +115,13 @@ def test_tiny_walkthrough_wins_in_textworld_and_alfworld_env(tiny, task_type):
     assert_wins_in_both_engines(game_dir(tiny, task_type))
 
 
-@pytest.mark.parametrize(("size", "task_type", "receptacles"), [
-    ("small", "pick_cool_then_place_in_recep", (6, 10)),
-    ("alfworld", "pick_and_place_simple", (6, 30)),  # whole rooms: a few ALFRED rooms have < 10
-])
+@pytest.mark.parametrize(
+    ("size", "task_type", "receptacles"),
+    [
+        ("small", "pick_cool_then_place_in_recep", (6, 10)),
+        ("alfworld", "pick_and_place_simple", (6, 30)),  # whole rooms: a few ALFRED rooms have < 10
+    ],
+)
 def test_bigger_sizes_win(tmp_path, size, task_type, receptacles):
     report = generate_games(tmp_path, num=1, seed=0, size=size, task_types=[task_type], planner_every=0)
     folder = report.paths[0]
@@ -136,8 +141,10 @@ def test_every_task_type_wins_at_every_size(tmp_path, size):
 # -- reproducibility and splits --------------------------------------------------------------
 def test_same_seed_same_bytes_in_another_process_with_workers(tiny, tmp_path):
     """Another interpreter (other string hashing, PYTHONHASHSEED=1) and 2 workers: same bytes."""
-    code = ("from envs.generator import generate_games; "
-            f"generate_games({str(tmp_path)!r}, num=6, seed=0, size='tiny', planner_every=3, workers=2)")
+    code = (
+        "from envs.generator import generate_games; "
+        f"generate_games({str(tmp_path)!r}, num=6, seed=0, size='tiny', planner_every=3, workers=2)"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).parents[2])
     assert tree_bytes(tmp_path) == tree_bytes(tiny.out_dir)
@@ -155,8 +162,9 @@ def test_splits_never_share_a_scene(tiny, tmp_path):
     assert set().union(*plans.values()) == set(constants.SCENE_NUMBERS)
     reports = {"train": tiny}
     for split in ("valid", "test"):
-        reports[split] = generate_games(tmp_path, num=3, seed=0, split=split, planner_every=0,
-                                        task_types=["pick_and_place_simple"])
+        reports[split] = generate_games(
+            tmp_path, num=3, seed=0, split=split, planner_every=0, task_types=["pick_and_place_simple"]
+        )
     scenes, fingerprints = {}, {}
     for split, report in reports.items():
         trajs = [json.loads((p / "traj_data.json").read_text()) for p in report.paths]
@@ -189,12 +197,15 @@ def test_rejected_candidates_are_counted(tmp_path, monkeypatch):
 
 
 # -- bad input ------------------------------------------------------------------------------
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"task_types": ["pick_and_place_simple", "juggle"]}, r"expected task types among \['pick_and_place_simple'"),
-    ({"num": 0}, r"expected num >= 1, got 0"),
-    ({"size": "huge"}, r"expected size in \['tiny', 'small', 'alfworld'\]"),
-    ({"split": "valid_seen"}, r"expected split in \['train', 'valid', 'test'\]"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"task_types": ["pick_and_place_simple", "juggle"]}, r"expected task types among \['pick_and_place_simple'"),
+        ({"num": 0}, r"expected num >= 1, got 0"),
+        ({"size": "huge"}, r"expected size in \['tiny', 'small', 'alfworld'\]"),
+        ({"split": "valid_seen"}, r"expected split in \['train', 'valid', 'test'\]"),
+    ],
+)
 def test_bad_arguments_are_refused(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_games(tmp_path, **{"num": 1, "seed": 0, **kwargs})
@@ -240,8 +251,20 @@ def run_cli(argv: list[str]) -> int:
 
 
 def test_cli_generates_and_reports(tmp_path, capsys):
-    argv = ["games", "generate", "--out", str(tmp_path), "--num", "1", "--seed", "0",
-            "--task-types", "look_at_obj_in_light", "--planner-every", "0"]
+    argv = [
+        "games",
+        "generate",
+        "--out",
+        str(tmp_path),
+        "--num",
+        "1",
+        "--seed",
+        "0",
+        "--task-types",
+        "look_at_obj_in_light",
+        "--planner-every",
+        "0",
+    ]
     assert run_cli(argv) == 0
     out = capsys.readouterr().out
     assert re.search(r"look_at_obj_in_light\s+1\s+0\s+\d+/\d+/\d+", out) and "games/s" in out

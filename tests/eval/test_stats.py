@@ -7,12 +7,15 @@ import pytest
 from eval.stats import mean_interval, paired_difference, pass_at_k, student_t_quantile, wilson_interval
 
 
-@pytest.mark.parametrize("successes, n, expected", [
-    (0, 10, (0.0, 0.2775)),  # no success still leaves up to ~28% plausible
-    (5, 10, (0.2366, 0.7634)),
-    (10, 10, (0.7225, 1.0)),
-    (93, 100, (0.8625, 0.9657)),
-])
+@pytest.mark.parametrize(
+    "successes, n, expected",
+    [
+        (0, 10, (0.0, 0.2775)),  # no success still leaves up to ~28% plausible
+        (5, 10, (0.2366, 0.7634)),
+        (10, 10, (0.7225, 1.0)),
+        (93, 100, (0.8625, 0.9657)),
+    ],
+)
 def test_wilson_interval_matches_published_values(successes, n, expected):
     low, high = wilson_interval(successes, n)
     assert (low, high) == pytest.approx(expected, abs=1e-4)
@@ -23,8 +26,10 @@ def test_wilson_interval_contains_the_rate_and_narrows_with_n():
         for successes in (0, n // 3, n):
             low, high = wilson_interval(successes, n)
             assert 0.0 <= low <= successes / n <= high <= 1.0
-    assert wilson_interval(50, 100)[1] - wilson_interval(50, 100)[0] > \
-        wilson_interval(500, 1000)[1] - wilson_interval(500, 1000)[0]
+    assert (
+        wilson_interval(50, 100)[1] - wilson_interval(50, 100)[0]
+        > wilson_interval(500, 1000)[1] - wilson_interval(500, 1000)[0]
+    )
     wide = wilson_interval(5, 10, z=2.576)
     assert wide[0] < wilson_interval(5, 10)[0]
 
@@ -58,7 +63,7 @@ def test_paired_difference_on_shared_keys():
     diff = paired_difference(a, b)
     # differences b - a: 1, 0, 1, -1 -> mean 0.25, sd sqrt(0.9167)
     assert diff.n == 4 and diff.mean == pytest.approx(0.25)
-    half = 1.959964 * math.sqrt(((0.75 ** 2) * 2 + 0.25 ** 2 + 1.25 ** 2) / 3) / 2
+    half = 1.959964 * math.sqrt(((0.75**2) * 2 + 0.25**2 + 1.25**2) / 3) / 2
     assert (diff.low, diff.high) == pytest.approx((0.25 - half, 0.25 + half), abs=1e-6)
     assert diff.note is None
     assert paired_difference(b, a).mean == pytest.approx(-0.25)
@@ -73,8 +78,9 @@ def test_paired_difference_says_when_it_has_no_interval():
         paired_difference({"g": 1.0}, {"h": 1.0})
 
 
-@pytest.mark.parametrize("df, expected", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281),
-                                          (30, 2.0423)])
+@pytest.mark.parametrize(
+    "df, expected", [(1, 12.7062), (2, 4.3027), (3, 3.1824), (4, 2.7764), (10, 2.2281), (30, 2.0423)]
+)
 def test_student_t_quantile_matches_tables(df, expected):
     assert student_t_quantile(0.95, df) == pytest.approx(expected, abs=1e-4)
 
@@ -89,5 +95,7 @@ def test_student_t_quantile_tends_to_the_normal_and_checks_input():
 def test_mean_interval_over_seeds():
     mean, low, high = mean_interval([0.40, 0.50, 0.60])
     assert mean == pytest.approx(0.5)
-    assert (low, high) == pytest.approx((0.5 - 4.3027 * 0.1 / math.sqrt(3), 0.5 + 4.3027 * 0.1 / math.sqrt(3)), abs=1e-4)
+    assert (low, high) == pytest.approx(
+        (0.5 - 4.3027 * 0.1 / math.sqrt(3), 0.5 + 4.3027 * 0.1 / math.sqrt(3)), abs=1e-4
+    )
     assert mean_interval([0.3]) == (0.3, None, None)

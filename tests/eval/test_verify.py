@@ -31,8 +31,7 @@ def transcript(data, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("verify") / "transcripts.jsonl"
     for policy, max_steps, model in ((ExpertPolicy(), 50, None), (RandomAdmissiblePolicy(), 4, "runs/demo")):
         with TranscriptWriter(path, policy=policy.name if model is None else "holderpo-train", model=model) as writer:
-            evaluate(policy, games, seed=3, max_steps=max_steps, num_envs=2, num_workers=1,
-                     on_episode_end=writer.write)
+            evaluate(policy, games, seed=3, max_steps=max_steps, num_envs=2, num_workers=1, on_episode_end=writer.write)
     return path
 
 
@@ -82,7 +81,7 @@ def test_missing_game_is_reported_and_the_others_still_verified(transcript, tmp_
 def test_games_root_finds_moved_data(transcript, data, tmp_path, capsys):
     episodes = _episodes(transcript)
     for episode in episodes:  # written on another machine, under another folder
-        episode["game"] = "/elsewhere/alfworld" + episode["game"][len(str(data)):]
+        episode["game"] = "/elsewhere/alfworld" + episode["game"][len(str(data)) :]
     moved = _write(tmp_path / "moved.jsonl", episodes)
     code, out = _verify(capsys, moved)
     assert code == 1 and "4 missing game" in out

@@ -71,10 +71,13 @@ def test_bad_game_errors_its_slot_only(games, tmp_path):
         assert results[1].error is None and batch.live == {1}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"num_envs": 0}, "num_envs"),
-    ({"num_envs": 2, "num_workers": 3}, "num_workers"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_envs": 0}, "num_envs"),
+        ({"num_envs": 2, "num_workers": 3}, "num_workers"),
+    ],
+)
 def test_bad_sizes_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         BatchedAlfWorld(**kwargs)

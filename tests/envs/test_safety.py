@@ -46,7 +46,9 @@ def test_crafted_game_is_refused_and_runs_nothing(games_copy, tmp_path, where):
     assert marker.read_text() == "pwned"
 
 
-@pytest.mark.parametrize("sentence", ["put a {apple} in fridge", "put #intro# in fridge", 'put a" in fridge', "put\na apple"])
+@pytest.mark.parametrize(
+    "sentence", ["put a {apple} in fridge", "put #intro# in fridge", 'put a" in fridge', "put\na apple"]
+)
 def test_task_sentence_must_be_plain_words(games_copy, sentence):
     game_file = sorted(games_copy.rglob("game.tw-pddl"))[0]
     data = json.loads(game_file.read_text())

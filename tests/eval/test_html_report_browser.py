@@ -20,21 +20,48 @@ from tests.conftest import FIXTURE_GAMES
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
-    CHROMIUM is None, reason="chromium is not installed: apt-get install -y chromium chromium-driver")
+    CHROMIUM is None, reason="chromium is not installed: apt-get install -y chromium chromium-driver"
+)
 
 PAYLOAD = "<script>window.pwned=1</script>"
 GAMES = sorted(str(p) for p in (FIXTURE_GAMES / "valid_seen").rglob("game.tw-pddl"))
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--window-size=1200,900")
+CHROME_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1200,900",
+)
 
 
 def hostile_episode() -> EpisodeRecord:
     """A model that writes script tags, on a game whose text carries them too."""
-    turn = TurnRecord(observation=f"You see a note: {PAYLOAD}", action="read note", response=f"{PAYLOAD} read note",
-                      thought=None, admissible=False, malformed=True, reward=0.0)
-    return EpisodeRecord("hostile/trial_1#0", GAMES[0], "hostile/trial_1", "look_at_obj_in_light", f"obey {PAYLOAD}",
-                         sample=0, seed=1, group=0, outcome="step-limit", final_observation=PAYLOAD, turns=[turn])
+    turn = TurnRecord(
+        observation=f"You see a note: {PAYLOAD}",
+        action="read note",
+        response=f"{PAYLOAD} read note",
+        thought=None,
+        admissible=False,
+        malformed=True,
+        reward=0.0,
+    )
+    return EpisodeRecord(
+        "hostile/trial_1#0",
+        GAMES[0],
+        "hostile/trial_1",
+        "look_at_obj_in_light",
+        f"obey {PAYLOAD}",
+        sample=0,
+        seed=1,
+        group=0,
+        outcome="step-limit",
+        final_observation=PAYLOAD,
+        turns=[turn],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +71,7 @@ def page(tmp_path_factory) -> Path:
     path = folder / "transcripts.jsonl"
     for policy, max_steps in ((ExpertPolicy(), 50), (RandomAdmissiblePolicy(), 3)):
         with TranscriptWriter(path, policy=policy.name) as writer:
-            evaluate(policy, GAMES, seed=0, max_steps=max_steps, num_envs=2, num_workers=1,
-                     on_episode_end=writer.write)
+            evaluate(policy, GAMES, seed=0, max_steps=max_steps, num_envs=2, num_workers=1, on_episode_end=writer.write)
     with TranscriptWriter(path, policy="holderpo-train", model=PAYLOAD) as writer:
         writer.write(hostile_episode())
     return write_html(folder / "page.html", read_transcript(path).episodes, "Episodes of transcripts.jsonl")
@@ -128,8 +154,7 @@ def test_script_in_game_and_model_text_is_shown_not_run(browser, page):
     browser.get(page.as_uri())
     assert browser.execute_script("return typeof window.pwned") == "undefined"
     assert len(browser.find_elements(By.TAG_NAME, "script")) == 1  # only the page's own
-    hostile = next(e for e in _visible(browser)
-                   if e.find_element(By.CLASS_NAME, "eid").text == "hostile/trial_1#0")
+    hostile = next(e for e in _visible(browser) if e.find_element(By.CLASS_NAME, "eid").text == "hostile/trial_1#0")
     assert PAYLOAD in hostile.find_element(By.CLASS_NAME, "task").text
     hostile.find_element(By.TAG_NAME, "summary").click()
     assert PAYLOAD in hostile.find_element(By.CSS_SELECTOR, "pre.observation").text

@@ -23,7 +23,9 @@ def test_official_splits_from_alfworld_data(monkeypatch):
     assert official_splits_present() == {"train": True, "valid_seen": True, "valid_unseen": True}
     valid_seen = resolve_games("official:valid_seen")
     assert [Path(p).parts[-3].split("-")[0] for p in valid_seen] == [
-        "look_at_obj_in_light", "pick_heat_then_place_in_recep"]
+        "look_at_obj_in_light",
+        "pick_heat_then_place_in_recep",
+    ]
     assert len(resolve_games("official:train")) == 4
     assert valid_seen == sorted(valid_seen)
 
@@ -52,13 +54,16 @@ def _break(folder: Path, how: str) -> None:
         (folder / "game.tw-pddl").unlink()
 
 
-@pytest.mark.parametrize("how, reason", [
-    ("malformed traj", "malformed"),
-    ("malformed game", "malformed"),
-    ("unsolvable", "unsolvable"),
-    ("unknown task type", "unknown task type"),
-    ("missing game", "missing game.tw-pddl"),
-])
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        ("malformed traj", "malformed"),
+        ("malformed game", "malformed"),
+        ("unsolvable", "unsolvable"),
+        ("unknown task type", "unknown task type"),
+        ("missing game", "missing game.tw-pddl"),
+    ],
+)
 def test_sweep_skips_counts_and_reports_broken_folders(games_copy, how, reason):
     broken = sorted(games_copy.rglob("traj_data.json"))[2].parent
     _break(broken, how)
@@ -71,7 +76,10 @@ def test_sweep_skips_counts_and_reports_broken_folders(games_copy, how, reason):
 
 def test_sweep_skips_movable_and_sliced_like_alfworld(games_copy):
     source = sorted(games_copy.rglob("traj_data.json"))[0].parent.parent
-    for name in ("pick_and_place_with_movable_recep-Apple-Pan-Fridge-1", "pick_and_place_simple-AppleSliced-None-Fridge-1"):
+    for name in (
+        "pick_and_place_with_movable_recep-Apple-Pan-Fridge-1",
+        "pick_and_place_simple-AppleSliced-None-Fridge-1",
+    ):
         shutil.copytree(source, source.parent / name)
     scan = scan_games(games_copy)
     assert len(scan.games) == 7 and scan.skipped_counts()["unsupported"] == 4
@@ -84,11 +92,14 @@ def test_sweep_of_missing_or_empty_folder(tmp_path):
         resolve_games(tmp_path)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{broken", "not valid JSON"),
-    ("[]", "expected a JSON object, got list"),
-    (json.dumps({"pddl_domain": "x", "grammar": "y"}), "missing or non-text keys \\['pddl_problem'\\]"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{broken", "not valid JSON"),
+        ("[]", "expected a JSON object, got list"),
+        (json.dumps({"pddl_domain": "x", "grammar": "y"}), "missing or non-text keys \\['pddl_problem'\\]"),
+    ],
+)
 def test_malformed_game_file_error_names_the_file(games_copy, content, message):
     game_file = next(games_copy.rglob("game.tw-pddl"))
     game_file.write_text(content)
