@@ -28,6 +28,13 @@ def episode_seed(seed: int, game: str, sample: int) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
+def episode_spec(game: str, sample: int, seed: int, group: int) -> EpisodeSpec:
+    """The spec of one episode of `game`, named and typed from the game's own files."""
+    return EpisodeSpec(
+        game=game, game_id=game_id(game), task_type=read_task_type(Path(game)), sample=sample, seed=seed, group=group
+    )
+
+
 def make_specs(games: Sequence[str], seed: int, samples: int = 1, max_episodes: int | None = None) -> list[EpisodeSpec]:
     """Episodes for a sweep over the sorted games, each played `samples` times."""
     if samples < 1:
@@ -38,14 +45,7 @@ def make_specs(games: Sequence[str], seed: int, samples: int = 1, max_episodes: 
             raise ValueError(f"expected max_episodes >= 1, got {max_episodes}")
         ordered = ordered[:max_episodes]
     return [
-        EpisodeSpec(
-            game=game,
-            game_id=game_id(game),
-            task_type=read_task_type(Path(game)),
-            sample=sample,
-            seed=episode_seed(seed, game, sample),
-            group=index,
-        )
+        episode_spec(game, sample, episode_seed(seed, game, sample), group=index)
         for index, game in enumerate(ordered)
         for sample in range(samples)
     ]
@@ -67,12 +67,10 @@ def iteration_games(games: Sequence[str], iteration: int, per_iteration: int, se
 def iteration_specs(games: Sequence[str], iteration: int, group_size: int, seed: int) -> list[EpisodeSpec]:
     """G episodes per game; group g holds game g; seeds from (run seed, iteration, group, sample)."""
     return [
-        EpisodeSpec(
-            game=game,
-            game_id=game_id(game),
-            task_type=read_task_type(Path(game)),
-            sample=sample,
-            seed=int(np.random.SeedSequence([seed, iteration, group, sample]).generate_state(1)[0]),
+        episode_spec(
+            game,
+            sample,
+            int(np.random.SeedSequence([seed, iteration, group, sample]).generate_state(1)[0]),
             group=group,
         )
         for group, game in enumerate(games)
