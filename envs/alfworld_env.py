@@ -106,6 +106,8 @@ class AlfWorldEnv(gym.Env[str, str]):
             raise ValueError(f"expected engine in {list(ENGINES)}, got {engine!r}")
         self.game_paths = resolve_games(games) if games is not None else []
         self.max_steps = max_steps
+        if type(trust_game_files) is not bool:  # "no" or "false" would be truthy and switch the gate off
+            raise TypeError(f"trust_game_files: expected True or False, got {trust_game_files!r}")
         self.trust_game_files = trust_game_files
         self.render_mode = render_mode
         self.expert = expert

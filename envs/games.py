@@ -110,6 +110,8 @@ def load_game(path: str | Path, trust_game_files: bool = False) -> Game:
     Raises GameFileError naming the file when it is malformed, incomplete, or (unless
     `trust_game_files`) carries a grammar other than alfworld's.
     """
+    if type(trust_game_files) is not bool:  # "no" or "false" would be truthy and switch the gate off
+        raise TypeError(f"trust_game_files: expected True or False, got {trust_game_files!r}")
     game_file = _game_file(path)
     data = _read_json(game_file)
     missing = [key for key in _GAME_KEYS if not isinstance(data.get(key), str)]

@@ -10,6 +10,7 @@ choice, the comment beside it says why. A YAML file (`--config NAME` for a shipp
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,8 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         """Check every value; raise ValueError naming the option and what to pass instead."""
         for f in dataclasses.fields(self):
+            setattr(self, f.name, _checked_type(f.name, getattr(self, f.name), type(f.default)))
+        for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{_flag(f.name)}: expected one of {list(choices)}, got {getattr(self, f.name)!r}")
@@ -155,6 +158,8 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)}: expected a positive integer, got {getattr(self, name)}")
         non_negative = (
+            "seed",
+            "generate_seed",
             "generate_train",
             "generate_heldout",
             "sft_epochs",
@@ -191,6 +196,25 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _checked_type(name: str, value: Any, kind: type) -> Any:
+    """`value` as an option of type `kind`, or a ValueError naming the option. No coercion from
+    text: in YAML `trust_game_files: "false"` is a non-empty string, which Python reads as true,
+    so a quoted value is refused rather than guessed at. Integers are accepted for floats."""
+    if kind is bool and type(value) is not bool:
+        raise ValueError(f"--{_flag(name)}: expected true or false (unquoted in YAML), got {value!r}")
+    if kind is int and type(value) is not int:
+        raise ValueError(f"--{_flag(name)}: expected an integer, got {value!r}")
+    if kind is float:
+        if type(value) not in (int, float):
+            raise ValueError(f"--{_flag(name)}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ValueError(f"--{_flag(name)}: expected a finite number, got {value!r}")
+        return float(value)
+    if kind is str and not isinstance(value, str):
+        raise ValueError(f"--{_flag(name)}: expected text, got {value!r} ({type(value).__name__}); quote it in YAML")
+    return value
 
 
 def _parse_bool(text: str) -> bool:

@@ -53,8 +53,8 @@ def ensure_games(config: TrainConfig, echo: Callable[[str], None] = print) -> No
             split=folder.name,
             size=config.generate_size,
             overwrite=True,
-            workers=os.cpu_count() or 1,
-        )  # the games do not depend on the worker count
+            workers=os.cpu_count() or 1,  # the games do not depend on the worker count
+        )
         if folder.exists():
             folder.rmdir()  # an empty leftover: it held no games
         os.replace(scratch / folder.name, folder)
