@@ -34,4 +34,10 @@ def read_info(folder: str | Path) -> dict[str, Any]:
     marker = Path(folder) / MARKER
     if not marker.is_file():
         raise CheckpointError(f"{folder} is not a holderpo checkpoint (no {MARKER})")
-    return json.loads(marker.read_text())
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise CheckpointError(f"{marker} is damaged ({type(error).__name__}: {error})") from None
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{marker} is damaged: expected a JSON object, got {type(info).__name__}")
+    return info

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,9 +26,12 @@ from agents.checkpoint_format import (  # re-exported: public names of this modu
 )
 from agents.models import load_checkpoint_model
 
+STATE_KEYS = {"weights", "optimizer", "state"}  # what every trainer_state.pt holds
+
 __all__ = [
     "MARKER",
     "CheckpointError",
+    "checkpoints_newest_first",
     "latest_checkpoint",
     "load_checkpoint_model",
     "load_trainer_state",
@@ -64,14 +68,33 @@ def save_checkpoint(target: Path, model, tokenizer, optimizer, state: dict[str, 
 
 def load_trainer_state(folder: Path) -> dict[str, Any]:
     """Optimizer state, trained and reference weights and the trainer's state: tensors and plain
-    containers only, loaded with `weights_only` so that a crafted file cannot run code."""
-    return torch.load(Path(folder) / TRAINER_STATE, weights_only=True)
+    containers only, loaded with `weights_only` so that a crafted file cannot run code. A file
+    that is cut short, empty, crafted or not ours raises CheckpointError saying so."""
+    path = Path(folder) / TRAINER_STATE
+    try:
+        saved = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
+        reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+        raise CheckpointError(f"{path} is damaged or not a holderpo trainer state ({reason}); not loaded") from None
+    if not isinstance(saved, dict) or not STATE_KEYS <= saved.keys() or not isinstance(saved["state"], dict):
+        raise CheckpointError(f"{path} is not a holderpo trainer state (expected the keys {sorted(STATE_KEYS)})")
+    return saved
+
+
+def checkpoints_newest_first(run_dir: Path) -> list[Path]:
+    """Every checkpoint of a run folder whose marker reads, highest iteration first (final included)."""
+    folders = [*Path(run_dir).glob("checkpoints/iter_*"), Path(run_dir) / "final"]
+    iterations = {}
+    for folder in folders:
+        try:
+            iteration = read_info(folder).get("iteration") if (folder / MARKER).is_file() else None
+        except CheckpointError:
+            continue
+        if type(iteration) is int:
+            iterations[folder] = iteration
+    return sorted(iterations, key=lambda folder: (iterations[folder], folder.name == "final"), reverse=True)
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint with the highest iteration in a run folder (final included)."""
-    candidates = [p for p in Path(run_dir).glob("checkpoints/iter_*") if (p / MARKER).is_file()]
-    final = Path(run_dir) / "final"
-    if (final / MARKER).is_file():
-        candidates.append(final)
-    return max(candidates, key=lambda p: read_info(p)["iteration"], default=None)
+    return next(iter(checkpoints_newest_first(run_dir)), None)

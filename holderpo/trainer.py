@@ -34,7 +34,7 @@ from agents.trunk import top_blocks_reproduce
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
 from eval.evaluate import summarize
-from holderpo.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from holderpo.checkpoint import CheckpointError, checkpoints_newest_first, load_trainer_state, save_checkpoint
 from holderpo.config import TrainConfig
 from holderpo.losses import get_preset, total_loss
 from holderpo.modeling import Reference, prepare_for_training, trainable_parameters
@@ -533,22 +533,52 @@ class Trainer:
         )
 
     def _restore(self) -> None:
-        checkpoint = latest_checkpoint(self.run_dir)
-        if checkpoint is None:
+        """Resume from the newest intact checkpoint of the run folder; a damaged one (cut short by
+        a crash, emptied, crafted, from another model) is reported and the next older one tried."""
+        checkpoints = checkpoints_newest_first(self.run_dir)
+        if not checkpoints:
             raise FileNotFoundError(f"--resume {self.run_dir}: no checkpoint found in it")
+        for checkpoint in checkpoints:
+            try:
+                self._resume_from(checkpoint)
+            except CheckpointError as error:
+                self.echo(f"skipped checkpoint {checkpoint}: {error}")
+                continue
+            self.echo(f"resumed from {checkpoint} at iteration {self.state.iteration}")
+            return
+        raise CheckpointError(f"--resume {self.run_dir}: every checkpoint in it is damaged (see above)")
+
+    def _resume_from(self, checkpoint: Path) -> None:
         saved = load_trainer_state(checkpoint)
+        self._check_weights(checkpoint, saved["weights"])
+        try:
+            self.optimizer.load_state_dict(saved["optimizer"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"its optimizer state does not fit this run ({error})") from None
         self._load_weights(saved["weights"])
-        self.optimizer.load_state_dict(saved["optimizer"])
         if self.reference is not None and saved.get("reference"):
             self.reference.weights = saved["reference"]
         self.state = TrainerState.from_dict(saved["state"])
-        self.echo(f"resumed from {checkpoint} at iteration {self.state.iteration}")
+
+    def _check_weights(self, checkpoint: Path, weights: Any) -> None:
+        """Weights that fit the trainable parameters exactly, checked before any is copied."""
+        parameters = trainable_parameters(self.model)
+        if not isinstance(weights, dict) or weights.keys() != parameters.keys():
+            raise CheckpointError(f"{checkpoint}: its weights are not this run's trainable parameters")
+        wrong = [
+            name
+            for name, p in parameters.items()
+            if not isinstance(weights[name], torch.Tensor) or weights[name].shape != p.shape
+        ]
+        if wrong:
+            raise CheckpointError(f"{checkpoint}: weights of another shape for {wrong[:3]}")
 
     def _adopt_warm_start(self, checkpoint: Path) -> None:
         """Start RL from another run's warm-start checkpoint (iteration 0) of the same seed and
         games: `holderpo compare` runs behaviour cloning and the evaluations before RL once per
         seed, and every method starts from that same policy."""
         saved = load_trainer_state(checkpoint)
+        self._check_weights(checkpoint, saved["weights"])
         warm = TrainerState.from_dict(saved["state"])
         if warm.iteration != 0 or not warm.sft_done:
             raise ValueError(f"{checkpoint} is not a warm-start checkpoint (iteration 0 after behaviour cloning)")

@@ -38,12 +38,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agents.checkpoint_format import CheckpointError
     from holderpo.comparison import ComparisonStopped, run_comparison
     from holderpo.config import config_overrides
 
     try:
         table = run_comparison(args.losses, args.seeds, args.out, args.config, config_overrides(args))
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(f"error: {error}")
         return 2
     except ComparisonStopped as stopped:

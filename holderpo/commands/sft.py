@@ -26,12 +26,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agents.checkpoint_format import CheckpointError
     from holderpo.config import config_overrides, load_config
     from holderpo.run_folder import warm_start_run
 
     try:
         final = warm_start_run(load_config(args.config, config_overrides(args)))
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(f"error: {error}")
         return 2
     print(f"saved {final}: evaluate it with holderpo eval --policy {final}")

@@ -33,6 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from agents.checkpoint_format import CheckpointError
     from holderpo.config import config_overrides
     from holderpo.report import report_lines
     from holderpo.run_folder import run_config, start_run
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         trainer = start_run(run_config(args.config, config_overrides(args), args.resume), args.resume)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(f"error: {error}")
         return 2
     try:
