@@ -24,11 +24,10 @@ import torch
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_embedded
 from agents.prompts import PromptConfig
-from agents.scoring import TrunkStates, response_logprobs
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
 from holderpo.modeling import prepare_for_training
-from holderpo.samples import build_samples
+from holderpo.samples import build_samples, recorded_trunk, score_samples
 from rollouts.runner import play_episodes
 from rollouts.specs import make_specs
 
@@ -62,20 +61,8 @@ def update_pass(
     start, logprobs = time.perf_counter(), []
     for begin in range(0, len(samples), micro):
         chunk = samples[begin : begin + micro]
-        trunk = (
-            TrunkStates(TOP_LAYERS, [s.prefix_states for s in chunk], [s.trunk_states for s in chunk])
-            if reuse
-            else None
-        )
-        scored = response_logprobs(
-            model,
-            [s.prompt_ids for s in chunk],
-            [s.response_ids for s in chunk],
-            [s.allowed for s in chunk],
-            pad_id=pad_id,
-            prefix_lengths=[s.prefix_length for s in chunk],
-            trunk=trunk,
-        )
+        trunk = recorded_trunk(chunk, TOP_LAYERS) if reuse else None
+        scored = score_samples(model, chunk, pad_id=pad_id, trunk=trunk)
         scored.logprobs.sum().backward()
         logprobs.append(scored.logprobs.detach())
     return time.perf_counter() - start, logprobs

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from agents.policy import TokenRecord
+from agents.scoring import Scored, TrunkStates, response_logprobs
 from holderpo.advantages import get_estimator, gigpo_advantages, zero_signal_mask
 from rollouts.records import EpisodeRecord
 
@@ -183,3 +184,27 @@ class Minibatch:
             if ref is None
             else right_aligned([r.tolist() for r in ref], width, 0.0, torch.float32).to(device),
         )
+
+
+def score_samples(
+    model, samples: Sequence[Sample], *, pad_id: int, trunk: TrunkStates | None = None, with_entropy: bool = False
+) -> Scored:
+    """The model's log-probs of the samples' responses under their recorded constraints (see
+    `agents.scoring.response_logprobs`); with `trunk`, on recorded trunk states (top blocks only)."""
+    return response_logprobs(
+        model,
+        [s.prompt_ids for s in samples],
+        [s.response_ids for s in samples],
+        [s.allowed for s in samples],
+        pad_id=pad_id,
+        with_entropy=with_entropy,
+        prefix_lengths=[s.prefix_length for s in samples],
+        trunk=trunk,
+    )
+
+
+def recorded_trunk(samples: Sequence[Sample], top_layers: int | None) -> TrunkStates | None:
+    """The trunk states the samples' rollouts recorded, if every one has them (None otherwise)."""
+    if not top_layers or any(s.trunk_states is None for s in samples):
+        return None
+    return TrunkStates(top_layers, [s.prefix_states for s in samples], [s.trunk_states for s in samples])

@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from agents.baselines import WalkthroughPolicy
 from agents.llm_policy import LLMPolicy
-from agents.scoring import TrunkStates, record_trunk_states, response_logprobs
+from agents.scoring import TrunkStates, record_trunk_states
 from envs.batched import BatchedAlfWorld
-from holderpo.samples import Sample, right_aligned
+from holderpo.samples import Sample, right_aligned, score_samples
 from rollouts.runner import play_episodes
 from rollouts.specs import make_specs
 
@@ -155,15 +155,7 @@ def clone_behaviour(
                     trunk.top_layers, [trunk.prefixes[i] for i in indices], [trunk.tails[i] for i in indices]
                 )
             )
-            scored = response_logprobs(
-                model,
-                [s.prompt_ids for s in chunk],
-                [s.response_ids for s in chunk],
-                [s.allowed for s in chunk],
-                pad_id=pad_id,
-                prefix_lengths=[s.prefix_length for s in chunk],
-                trunk=chunk_trunk,
-            )
+            scored = score_samples(model, chunk, pad_id=pad_id, trunk=chunk_trunk)
             width = scored.logprobs.shape[1]
             mask = right_aligned([s.loss_mask for s in chunk], width, False, torch.bool).to(scored.logprobs.device)
             loss = -(scored.logprobs * mask).sum() / mask.sum().clamp(min=1)

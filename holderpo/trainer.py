@@ -29,7 +29,6 @@ from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_model
 from agents.policy_settings import PolicySettings, run_settings
 from agents.prompts import PromptConfig
-from agents.scoring import TrunkStates, response_logprobs
 from agents.trunk import top_blocks_reproduce
 from envs.batched import BatchedAlfWorld
 from envs.games import resolve_games
@@ -40,7 +39,7 @@ from holderpo.losses import get_preset, total_loss
 from holderpo.modeling import Reference, prepare_for_training, trainable_parameters
 from holderpo.report import run_report
 from holderpo.run_logging import RunLogger, plot_metrics, read_metrics
-from holderpo.samples import Minibatch, Sample, advantages, build_samples
+from holderpo.samples import Minibatch, Sample, advantages, build_samples, recorded_trunk, score_samples
 from holderpo.schedules import make_schedule
 from holderpo.sft import clone_behaviour, demonstration_samples
 from rollouts.records import EpisodeRecord
@@ -468,20 +467,12 @@ class Trainer:
         return out
 
     def _score(self, samples: Sequence[Sample], with_entropy: bool = False):
-        trunk = None
-        if self.trunk_layers and all(s.trunk_states is not None for s in samples):
-            trunk = TrunkStates(
-                self.trunk_layers, [s.prefix_states for s in samples], [s.trunk_states for s in samples]
-            )
-        return response_logprobs(
+        return score_samples(
             self.model,
-            [s.prompt_ids for s in samples],
-            [s.response_ids for s in samples],
-            [s.allowed for s in samples],
+            samples,
             pad_id=self.tokenizer.eos_token_id,
+            trunk=recorded_trunk(samples, self.trunk_layers),
             with_entropy=with_entropy,
-            prefix_lengths=[s.prefix_length for s in samples],
-            trunk=trunk,
         )
 
     def _replay(self, admissible: list[str], response_ids: list[int]) -> list:
