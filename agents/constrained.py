@@ -71,6 +71,15 @@ class ActionConstraint:
         action_open_ids: Sequence[int] = (),
         max_think_tokens: int = 64,
     ):
+        # the arguments as plain lists: what another engine's process needs to rebuild this machine
+        self.spec = {
+            "command_ids": [list(ids) for ids in command_ids],
+            "action_end_ids": list(action_end_ids),
+            "eos_id": eos_id,
+            "think_close_ids": list(think_close_ids) if think_close_ids else None,
+            "action_open_ids": list(action_open_ids),
+            "max_think_tokens": max_think_tokens,
+        }
         self.trie = CommandTrie([[*ids, *action_end_ids] for ids in command_ids])
         longest = max(len(ids) for ids in command_ids) + len(action_end_ids) + len(action_open_ids)
         think = max_think_tokens + len(think_close_ids) if think_close_ids else 0

@@ -23,7 +23,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from agents.constrained import ActionConstraint, State
-from agents.prefix_cache import PrefixCache
+from agents.prefix_cache import KV_CACHE, PrefixCache
 from agents.trunk import TrunkRecorder
 
 
@@ -245,7 +245,7 @@ def _generate_rows(
         output = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
-            cache=past,
+            **{KV_CACHE: past},
             generation_config=config,
             logits_processor=LogitsProcessorList([constraint_processor, sampler]),
             tokenizer=tokenizer if stop_strings else None,

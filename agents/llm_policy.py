@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from agents.constrained import ACTION, THINK, ActionConstraint
-from agents.generation import Generation, generate
+from agents.engines import GenerationEngine, HFEngine
+from agents.generation import Generation
 from agents.parsing import REACT, parse_output
 from agents.policy import Decision, TokenRecord, Turn
-from agents.prefix_cache import PrefixCache, common_prefix_length
+from agents.prefix_cache import common_prefix_length
 from agents.prompts import VERL_AGENT, PromptConfig, full_messages, step_messages
 
 DECODINGS = ("constrained", "free")
@@ -62,11 +63,13 @@ class LLMPolicy:
         decoding: DecodingConfig = DecodingConfig(),
         name: str = "llm",
         trunk_layers: int | None = None,
+        engine: GenerationEngine | None = None,
     ):
         """`trunk_layers`: record, for training, the hidden states entering that block from the
-        top (see `agents.trunk`); only where the blocks below it are frozen."""
+        top (see `agents.trunk`); only where the blocks below it are frozen, and only where the
+        engine records them. `engine`: what generates (`agents.engines`); by default transformers
+        on `model` itself."""
         self.model, self.tokenizer = model, tokenizer
-        self.trunk_layers = trunk_layers
         self.prompt, self.decoding, self.name = prompt, decoding, name
         self.constrained = decoding.decoding == "constrained"
         if self.constrained and prompt.show_admissible is PromptConfig.show_admissible:
@@ -79,11 +82,9 @@ class LLMPolicy:
         self._think_close = self._encode("</think>") if react else None
         self._action_open = self._encode("\n<action>") if react else []
         self._conversations: dict[str, list[int]] = {}  # full mode: each episode's tokens so far
-        self.prefix_cache = (
-            PrefixCache(model, trunk_layers=trunk_layers)
-            if decoding.cache_prefixes and self.prompt.context == "step"
-            else None
-        )
+        # step context: a game's prompts share a start, which engines and training compute once
+        self.shares_prefixes = decoding.cache_prefixes and self.prompt.context == "step"
+        self.engine = engine or HFEngine(model, tokenizer, prefix_cache=self.shares_prefixes, trunk_layers=trunk_layers)
         self._stems: dict[tuple[str, str], list[int]] = {}  # (task, intro) -> tokens all its prompts begin with
 
     # -- prompts -----------------------------------------------------------------------------
@@ -130,8 +131,8 @@ class LLMPolicy:
 
     def prefix_lengths(self, turns: Sequence[Turn], prompts: Sequence[Sequence[int]]) -> list[int] | None:
         """How much of each prompt is its game's shared start (at least one token stays to run);
-        None where prefixes are not cached."""
-        if self.prefix_cache is None:
+        None where prefixes are not shared."""
+        if not self.shares_prefixes:
             return None
         return [
             min(common_prefix_length(prompt, self._stem(turn.info["task"], _intro(turn))), len(prompt) - 1)
@@ -195,19 +196,15 @@ class LLMPolicy:
         budget = self.decoding.max_new_tokens
         if self.constrained:  # never cut a constrained response short of its command
             budget = max(budget, *(c.max_length for c in constraints))
-        generations = generate(
-            self.model,
-            self.tokenizer,
+        generations = self.engine.generate(
             prompts,
             [turn_seed(t.seed, t.turn) for t in turns],
             constraints,
             max_new_tokens=budget,
             temperature=self.decoding.temperature,
             top_p=self.decoding.top_p,
-            prefix_lengths=prefix_lengths,
-            prefix_cache=self.prefix_cache,
             stop_strings=() if self.constrained or self.prompt.output_format != REACT else ("</action>",),
-            trunk_layers=self.trunk_layers,
+            prefix_lengths=prefix_lengths,
         )
         decisions = []
         for index, (turn, prompt, constraint, generation) in enumerate(zip(turns, prompts, constraints, generations)):
@@ -241,11 +238,9 @@ class LLMPolicy:
         generation: Generation,
         constraint: ActionConstraint | None,
     ) -> TokenRecord:
-        """What the loss needs of a turn; trunk states only with `trunk_layers` (the prefix's
-        from the cache, which holds them once per game)."""
-        prefix_states = None
-        if self.trunk_layers and prefix_length:
-            prefix_states = self.prefix_cache.trunk_states(tuple(prompt[:prefix_length]))
+        """What the loss needs of a turn; trunk states only where the engine records them (the
+        prefix's once per game)."""
+        prefix_states = self.engine.prefix_states(tuple(prompt[:prefix_length]))
         return TokenRecord(
             prompt_ids=prompt,
             response_ids=generation.response_ids,

@@ -26,6 +26,9 @@ from agents.baselines import BASELINES
 from agents.checkpoint_format import MARKER, CheckpointError, is_checkpoint, read_info
 from agents.prompts import OURS, PROMPT_STYLES, PromptConfig
 
+# what generates a learned policy's responses (`agents.engines`): transformers, or vLLM (an extra)
+ENGINES = ("hf", "vllm")
+
 # where a setting came from -> how the one-line description names it
 SOURCES = {"checkpoint": "from the checkpoint", "flag": "from flags", "default": "by default"}
 
@@ -172,13 +175,19 @@ def describe_sources(settings: PolicySettings, sources: Mapping[str, str]) -> st
     return "settings " + "; ".join(groups)
 
 
-def make_policy(name: str, settings: PolicySettings):
+def make_policy(name: str, settings: PolicySettings, engine: str = "hf"):
     """A scripted baseline by name, or the model `name` names (see `agents.models.load_policy_model`)
-    as an `LLMPolicy` playing by `settings`."""
+    as an `LLMPolicy` playing by `settings`, generating with `engine` (`agents.engines.ENGINES`)."""
     if name in BASELINES:
         return BASELINES[name]()
     from agents.llm_policy import LLMPolicy
     from agents.models import load_policy_model
 
     model, tokenizer = load_policy_model(name)
-    return LLMPolicy(model, tokenizer, settings.prompt_config(), settings.decoding_config(), name=name)
+    generator = None
+    if engine == "vllm":
+        from agents.vllm_engine import VLLMEngine
+
+        generator = VLLMEngine.for_model(model, tokenizer)
+    prompt, decoding = settings.prompt_config(), settings.decoding_config()
+    return LLMPolicy(model, tokenizer, prompt, decoding, name=name, engine=generator)

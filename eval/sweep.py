@@ -58,6 +58,7 @@ def sweep(
     num_workers: int | None = None,
     out: Path | None = None,
     overwrite: bool = False,
+    engine: str = "hf",
     echo: Callable[[str], None] = print,
 ) -> SweepResult:
     """Play every game of `games` (a folder, a game file or official:<split>) `samples` times with
@@ -66,7 +67,7 @@ def sweep(
     `flags` are the policy settings given on the command line (None: not given). With `out`,
     OUT/transcripts.jsonl gets every episode as it ends and OUT/results.json the summary, the
     skipped folders and the per-episode results; an `out` holding an earlier run's files is
-    refused unless `overwrite`.
+    refused unless `overwrite`. `engine` generates a model's responses (`agents.engines`).
     """
     if out is not None:
         check_out_folder(out, overwrite)
@@ -77,7 +78,7 @@ def sweep(
         echo(line)
     settings, sources = resolve_settings(policy_name, flags)
     echo(describe_sources(settings, sources))
-    policy = make_policy(policy_name, settings)
+    policy = make_policy(policy_name, settings, engine)
     writer = None
     if out is not None:
         clear_out_folder(out)

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from agents.policy_settings import ENGINES
+
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # package data: `--config NAME` works from a wheel
 
 
@@ -53,6 +55,12 @@ class TrainConfig:
         choices=("float32", "bfloat16", "float16"),
     )
     device: str = _f("cpu", "torch device: cpu, cuda, cuda:1, ...")
+    # vllm: rollouts and evaluations generate with vLLM holding its own copy of the weights, synced
+    # after every update (agents/vllm_engine.py); several times faster on a GPU. hf: transformers on
+    # the trained model itself, which on a CPU is as fast and records the trunk states (finetune=top)
+    engine: str = _f(
+        "hf", "what generates rollouts and evaluations: hf (transformers) or vllm (the vllm extra)", choices=ENGINES
+    )
     # top: the frozen trunk's output is recorded during rollouts, so an update runs just the top
     # blocks (agents/trunk.py), 4x cheaper than the whole model
     finetune: str = _f(

@@ -28,6 +28,7 @@ from agents.baselines import RandomAdmissiblePolicy
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_model
 from agents.policy_settings import PolicySettings, run_settings
+from agents.prefix_cache import weights_version
 from agents.prompts import PromptConfig
 from agents.trunk import top_blocks_reproduce
 from envs.batched import BatchedAlfWorld
@@ -206,6 +207,11 @@ def recomputes_old_logprobs(option: str, dtype: str, separate_engine: bool = Fal
     return option == "auto" and dtype != "float32"
 
 
+# largest |engine - model| log-prob a synced engine may show: float32 kernels agree to ~3e-5 (measured
+# on the embedded model); half precisions round logits to ~1e-2
+SYNC_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.25}
+
+
 def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
     """`function(*args)` and the seconds it took."""
     tick = time.time()
@@ -260,15 +266,25 @@ class Trainer:
             config.decoding, config.max_new_tokens, temperature=config.temperature, loss_tokens=config.loss_tokens
         )
         self.trunk_layers = self._trunk_layers()
-        # rollouts sample with this very model, so only precision can make their log-probs differ
-        self.recompute_old_logprobs = recomputes_old_logprobs(config.recompute_old_logprobs, config.dtype)
+        # vLLM samples from its own copy of the weights, pushed before each generation that follows
+        # a change (`engine_in_sync`); with transformers, rollouts sample with this very model
+        self.engine = self._vllm_engine() if config.engine == "vllm" else None
+        self.engine_weights, self.engine_sync_error = None, None  # the weights it holds, its last check
+        self.recompute_old_logprobs = recomputes_old_logprobs(
+            config.recompute_old_logprobs, config.dtype, separate_engine=self.engine is not None
+        )
         self.policy = LLMPolicy(
-            self.model, self.tokenizer, prompt, decoding, name=config.name, trunk_layers=self.trunk_layers
+            self.model, self.tokenizer, prompt, decoding, config.name, self.trunk_layers, engine=self.engine
         )
         # held-out evaluation plays by the settings `holderpo eval` reads back from a checkpoint
         evaluation = PolicySettings(**run_settings(config.to_dict()))
         self.eval_policy = LLMPolicy(
-            self.model, self.tokenizer, evaluation.prompt_config(), evaluation.decoding_config(), name=config.name
+            self.model,
+            self.tokenizer,
+            evaluation.prompt_config(),
+            evaluation.decoding_config(),
+            name=config.name,
+            engine=self.engine,
         )
         self.state = TrainerState()
         if resume:
@@ -347,6 +363,7 @@ class Trainer:
     def collect(self, envs: BatchedAlfWorld, iteration: int, writer: TranscriptWriter) -> list[EpisodeRecord]:
         games = iteration_games(self.train_games, iteration, self.cfg.games_per_iteration, self.cfg.seed)
         specs = iteration_specs(games, iteration, self.cfg.group_size, self.cfg.seed)
+        self.engine_in_sync()
         with self.compute_precision():
             return play_episodes(envs, self.policy, specs, on_episode_end=writer.write, progress="collect")
 
@@ -408,6 +425,8 @@ class Trainer:
         return {"eval/success_rate": summary["success_rate"], "time/eval": seconds}
 
     def log(self, run: RunSession, metrics: dict) -> None:
+        if self.engine_sync_error is not None:
+            metrics = metrics | {"engine/sync_logprob_error": self.engine_sync_error}
         run.logger.log(self.state.iteration - 1, metrics)
         self.echo(progress_line(self.state.iteration - 1, self.cfg.iterations, metrics))
 
@@ -436,6 +455,7 @@ class Trainer:
     def evaluate(self, envs: BatchedAlfWorld, writer: TranscriptWriter | None, policy=None) -> dict:
         """The evaluator's summary on the held-out games, plus `won` per episode id."""
         specs = make_specs(self.heldout_games, self.cfg.seed, max_episodes=self.cfg.heldout_episodes or None)
+        self.engine_in_sync()
         with self.compute_precision():
             records = play_episodes(
                 envs,
@@ -586,6 +606,33 @@ class Trainer:
                 f"{self.state.bad_steps} NaN/inf losses in a row: saved a checkpoint in "
                 f"{self.run_dir / 'checkpoints'} and stopped; lower --lr or check the data"
             )
+
+    # -- the generation engine ------------------------------------------------------------------
+    def _vllm_engine(self):
+        from agents.vllm_engine import VLLMEngine
+
+        if self.trunk_layers:
+            self.echo("note: vLLM records no trunk states: updates run the whole model's forward")
+            self.trunk_layers = None
+        return VLLMEngine.for_model(self.model, self.tokenizer, dtype=self.cfg.dtype)
+
+    def engine_in_sync(self) -> None:
+        """Push the model's weights to a separate engine if they changed since the last push (an
+        update, the warm start, a resumed checkpoint), then check that the engine's log-probs of a
+        sampled response are the model's: a stale or mangled copy differs by ~1, float32 by ~1e-5."""
+        if self.engine is None or self.engine_weights == weights_version(self.model):
+            return
+        self.engine.sync(self.model)
+        probe = self.tokenizer.encode("You are in the middle of a room. Your task is to", add_special_tokens=False)
+        with self.compute_precision():
+            self.engine_sync_error = self.engine.sync_error(self.model, probe)
+        tolerance = SYNC_TOLERANCE[self.cfg.dtype]
+        if self.engine_sync_error > tolerance:
+            raise RuntimeError(
+                f"after a weight sync the vLLM engine's log-probs differ from the model's by "
+                f"{self.engine_sync_error:.2e} (allowed {tolerance}): it is not generating with the trained weights"
+            )
+        self.engine_weights = weights_version(self.model)
 
     # -- setup and checkpoints ------------------------------------------------------------------
     def _trunk_layers(self) -> int | None:

