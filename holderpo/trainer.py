@@ -425,8 +425,11 @@ class Trainer:
         return {"eval/success_rate": summary["success_rate"], "time/eval": seconds}
 
     def log(self, run: RunSession, metrics: dict) -> None:
-        if self.engine_sync_error is not None:
-            metrics = metrics | {"engine/sync_logprob_error": self.engine_sync_error}
+        if self.engine is not None:  # how many weight pushes so far, and the last one's check
+            metrics = metrics | {
+                "engine/syncs": self.engine.version,
+                "engine/sync_logprob_error": self.engine_sync_error,
+            }
         run.logger.log(self.state.iteration - 1, metrics)
         self.echo(progress_line(self.state.iteration - 1, self.cfg.iterations, metrics))
 
