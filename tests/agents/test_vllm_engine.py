@@ -9,6 +9,7 @@ model's 16 are refused).
 
 import copy
 import importlib.util
+import logging
 import subprocess
 import sys
 
@@ -111,6 +112,24 @@ def test_the_same_seeds_repeat_whatever_the_batch(engine, vllm_model, tokenizer)
     assert batched != [d.tokens.response_ids for d in policy.act(other)]
 
 
+class _RecordedWarnings(logging.Handler):
+    """Collects the warnings one logger emits while the block runs."""
+
+    def __init__(self, name: str):
+        super().__init__(logging.WARNING)
+        self.logger, self.records = logging.getLogger(name), []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage()[:200])
+
+    def __enter__(self):
+        self.logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self)
+
+
 def test_a_sync_makes_the_engine_generate_with_the_trained_weights(engine, vllm_model, tokenizer):
     probe = tokenizer.encode("You are in the middle of a room.", add_special_tokens=False)
     decoding = DecodingConfig(decoding="free", max_new_tokens=6)
@@ -128,7 +147,10 @@ def test_a_sync_makes_the_engine_generate_with_the_trained_weights(engine, vllm_
         parameter.requires_grad_(False)
     for parameter in trained.model.layers[-1].parameters():
         parameter.requires_grad_(True)  # a sync after the first pushes only what trains
-    engine.sync(trained)
+    warnings = _RecordedWarnings("vllm.model_executor.model_loader.reload.inplace")
+    with warnings:
+        engine.sync(trained)
+    assert warnings.records == []  # not vLLM's list of every weight a partial push leaves as it was
     assert engine.version == version + 1
     assert engine.sync_error(trained, probe) < LOGPROB_TOLERANCE
     after = [d.tokens.response_ids for d in LLMPolicy(trained, tokenizer, decoding=decoding, engine=engine).act(turns)]
