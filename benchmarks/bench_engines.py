@@ -96,11 +96,12 @@ def main() -> None:
     parser.add_argument("--games", default=str(FIXTURES))
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=6)
+    parser.add_argument("--device", default="cpu", help="where the model and vLLM run (cuda on a GPU machine)")
     args = parser.parse_args()
     games = resolve_games(args.games)
     samples = -(-args.episodes // len(games))  # enough samples per game to fill the episodes
     specs = make_specs(games, seed=0, samples=samples)[: args.episodes]
-    model, tokenizer = load_embedded()
+    model, tokenizer = load_embedded(device=args.device)
     tick = time.perf_counter()
     vllm = VLLMEngine.for_model(model, tokenizer)
     report = {
