@@ -49,6 +49,9 @@ def _import_vllm():
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # before vllm is imported
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB of KV cache on a CPU (the default takes 4)
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its start-up report would bury our progress lines
+    # serving in this process, vLLM would cut torch to one thread (training's too) unless
+    # OMP_NUM_THREADS is set; setting it to the current count keeps what the user chose
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     try:
         import vllm
     except ImportError as error:
@@ -182,9 +185,6 @@ class VLLMEngine:
             rank = max(config.r for config in model.peft_config.values())
             options |= {"enable_lora": True, "max_lora_rank": max(rank, 8), "max_loras": 1}
             lora_folder = folder / "adapters"
-        # vLLM serving in this process would cut torch to one thread (training's too) unless
-        # OMP_NUM_THREADS is set; setting it to the current count keeps what the user chose
-        os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
         try:
             llm = vllm.LLM(**options)
         except Exception as error:  # vLLM raises many kinds; the user needs the one line
