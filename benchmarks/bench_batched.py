@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from agents.baselines import RandomAdmissiblePolicy
-from envs.batched import BatchedAlfWorld
+from envs.backends import open_envs
 from envs.games import resolve_games
 from rollouts.runner import play_episodes
 from rollouts.specs import make_specs
@@ -26,9 +26,12 @@ from rollouts.specs import make_specs
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures" / "alfworld_data" / "json_2.1.1"
 
 
-def steps_per_second(games: list[str], workers: int, num_envs: int, max_steps: int, seed: int) -> float:
+def steps_per_second(
+    games: list[str], workers: int, num_envs: int, max_steps: int, seed: int, backend: str = "local"
+) -> float:
+    """Env steps/s of a random-admissible sweep over `games` (the workers started and warm first)."""
     specs = make_specs(games, seed)
-    with BatchedAlfWorld(num_envs, workers, max_steps=max_steps) as batch:
+    with open_envs(backend, num_envs, workers, max_steps=max_steps) as batch:
         batch.reset([games[0]] * num_envs)  # warm the workers' engines before timing
         start = time.perf_counter()
         records = play_episodes(batch, RandomAdmissiblePolicy(), specs)
@@ -36,9 +39,9 @@ def steps_per_second(games: list[str], workers: int, num_envs: int, max_steps: i
     return sum(record.steps for record in records) / elapsed
 
 
-def restart_seconds(game: str) -> float:
+def restart_seconds(game: str, backend: str = "local") -> float:
     """Time from a killed worker to its replacement answering a reset."""
-    with BatchedAlfWorld(1, 1) as batch:
+    with open_envs(backend, 1, 1) as batch:
         batch.reset([game])
         os.kill(batch.worker_pids()[0], signal.SIGKILL)
         start = time.perf_counter()

@@ -16,6 +16,10 @@ dead worker stalls the whole batch. `BatchedAlfWorld` is our own small API inste
     batch = BatchedAlfWorld(num_envs=8, num_workers=2)
     results = batch.reset(group_games(games[:2], group_size=4), seeds=range(8))
     results = batch.step({i: r.info["admissible_commands"][0] for i, r in enumerate(results)})
+
+`BatchedEnvs` holds what every backend shares (slots, the live set, errored episodes); a backend
+only moves requests to its workers and replaces a failed one: `BatchedAlfWorld` here with local
+processes, `envs.ray_envs.RayBatchedAlfWorld` with Ray actors (`envs.backends.open_envs` picks).
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ import multiprocessing as mp
 import os
 import signal
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 DEFAULT_STEP_TIMEOUT = 60.0
 
@@ -59,31 +64,41 @@ def group_games(games: Sequence[str], group_size: int) -> list[str]:
     return [game for game in games for _ in range(group_size)]
 
 
-def _worker_main(conn, env_kwargs: dict) -> None:
-    """Serve reset/step requests for this worker's slots until told to close."""
+Request = tuple[int, Any, int | None]  # (slot, game or action, seed) sent to a worker
+Reply = tuple[int, tuple]  # (slot, (observation, reward, terminated, truncated, info, error))
+
+
+def answer_requests(envs: dict, command: str, requests: Sequence[Request], env_kwargs: dict) -> list[Reply]:
+    """Play one "reset" or "step" request per slot on `envs` (slot -> AlfWorldEnv, created on
+    first use and kept warm); what a worker process and a Ray actor both do with a request."""
     from envs.alfworld_env import AlfWorldEnv
 
+    replies = []
+    for slot, argument, seed in requests:
+        env = envs.setdefault(slot, AlfWorldEnv(**env_kwargs))
+        try:
+            if command == "reset":
+                observation, info = env.reset(seed=seed, options={"game": argument})
+                replies.append((slot, (observation, 0.0, False, False, info, None)))
+            else:
+                replies.append((slot, (*env.step(argument), None)))
+        except Exception as error:  # one bad game must not take the other slots down
+            message = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
+            replies.append((slot, ("", 0.0, False, False, {}, message)))
+    return replies
+
+
+def _worker_main(conn, env_kwargs: dict) -> None:
+    """Serve reset/step requests for this worker's slots until told to close."""
     # Ctrl-C reaches the whole process group; the parent decides what to do, workers keep serving.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    envs: dict[int, AlfWorldEnv] = {}
+    envs: dict = {}
     while True:
         command, payload = conn.recv()
         if command == "close":
             return
-        replies = []
-        for slot, argument, seed in payload:
-            env = envs.setdefault(slot, AlfWorldEnv(**env_kwargs))
-            try:
-                if command == "reset":
-                    observation, info = env.reset(seed=seed, options={"game": argument})
-                    replies.append((slot, (observation, 0.0, False, False, info, None)))
-                else:
-                    replies.append((slot, (*env.step(argument), None)))
-            except Exception as error:  # one bad game must not take the other slots down
-                message = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=3)}"
-                replies.append((slot, ("", 0.0, False, False, {}, message)))
-        conn.send(replies)
+        conn.send(answer_requests(envs, command, payload, env_kwargs))
 
 
 def _exit_cause(exitcode: int | None) -> str:
@@ -111,38 +126,30 @@ class _Worker:
         self.conn.close()
 
 
-class BatchedAlfWorld:
-    """`num_envs` AlfWorldEnv slots over `num_workers` processes (see the module docstring).
+def check_sizes(num_envs: int, num_workers: int | None) -> None:
+    """Refuse a batch without slots, or with more workers than slots (None: not chosen yet)."""
+    if num_envs < 1:
+        raise ValueError(f"expected num_envs >= 1, got {num_envs}")
+    if num_workers is not None and not 1 <= num_workers <= num_envs:
+        raise ValueError(f"expected 1 <= num_workers <= num_envs ({num_envs}), got {num_workers}")
 
-    Args:
-        num_envs: number of slots (episodes played at once).
-        num_workers: processes; default min(num_envs, CPU count).
-        step_timeout: seconds a worker may take to answer one reset or step request.
-        **env_kwargs: passed to every AlfWorldEnv (max_steps, expert, trust_game_files).
+
+class BatchedEnvs(ABC):
+    """The slots, their live episodes and the errored ones, whatever runs the workers.
+
+    Slot i lives on worker i % num_workers. A backend implements `_ask` (deliver each worker its
+    share of a request and collect the replies or the failures) and `_replace_worker`; everything
+    a caller sees (`reset`, `step`, `live`, `restarts`, the errored results) is decided here, so
+    every backend gives the same results for the same games and seeds.
     """
 
-    def __init__(
-        self,
-        num_envs: int,
-        num_workers: int | None = None,
-        step_timeout: float = DEFAULT_STEP_TIMEOUT,
-        **env_kwargs: Any,
-    ):
-        if num_envs < 1:
-            raise ValueError(f"expected num_envs >= 1, got {num_envs}")
-        num_workers = num_workers or min(num_envs, os.cpu_count() or 1)
-        if not 1 <= num_workers <= num_envs:
-            raise ValueError(f"expected 1 <= num_workers <= num_envs ({num_envs}), got {num_workers}")
+    def __init__(self, num_envs: int, num_workers: int, step_timeout: float, env_kwargs: dict[str, Any]):
+        check_sizes(num_envs, num_workers)
         self.num_envs = num_envs
         self.num_workers = num_workers
         self.step_timeout = step_timeout
         self.restarts = 0
         self._env_kwargs = env_kwargs
-        # forkserver: workers start from a clean process that already imported the engine, so a
-        # restart is quick and never inherits the parent's torch threads.
-        self._context = mp.get_context("forkserver")
-        self._context.set_forkserver_preload(["envs.alfworld_env", "textworld.envs"])
-        self._workers = [_Worker(self._context, env_kwargs) for _ in range(num_workers)]
         self._live: set[int] = set()
         self._games: dict[int, str] = {}
 
@@ -151,8 +158,26 @@ class BatchedAlfWorld:
         """Slots whose episode is running."""
         return set(self._live)
 
+    @abstractmethod
     def worker_pids(self) -> list[int]:
-        return [worker.process.pid for worker in self._workers]
+        """The process id of each worker, in worker order (on its own machine, for a Ray actor)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop every worker; the batch cannot be used afterwards."""
+
+    @abstractmethod
+    def _ask(
+        self, command: str, shares: Mapping[int, list[Request]]
+    ) -> tuple[dict[int, list[Reply]], dict[int, BaseException]]:
+        """Send worker `index` its requests `shares[index]` and wait for it: (replies by worker,
+        failures by worker). A worker that does not answer within `step_timeout` fails with a
+        TimeoutError."""
+
+    @abstractmethod
+    def _replace_worker(self, index: int, failure: BaseException) -> str:
+        """Kill worker `index` after `failure` and start a fresh one in its place; return what
+        happened to it, for the reason its episodes give ("worker crashed (SIGSEGV)")."""
 
     def reset(self, games: Sequence[str | None], seeds: Iterable[int | None] | None = None) -> list[StepResult | None]:
         """Start an episode of `games[i]` in slot i (None: leave slot i as it is).
@@ -181,40 +206,23 @@ class BatchedAlfWorld:
         return results
 
     def _exchange(self, command: str, requests: Mapping[int, tuple[Any, Any]]) -> dict[int, StepResult]:
-        """Send each worker its share of the requests, then collect the answers (or failures)."""
-        shares: dict[int, list] = {}
+        """Give each worker its share of the requests, then turn the answers (or failures) into results."""
+        shares: dict[int, list[Request]] = {}
         for slot, (argument, seed) in requests.items():
             shares.setdefault(slot % self.num_workers, []).append((slot, argument, seed))
-        for index, share in shares.items():
-            try:
-                self._workers[index].conn.send((command, share))
-            except (BrokenPipeError, OSError):
-                pass  # a dead worker is found and handled when its answer is collected
+        answers, failures = self._ask(command, shares)
         results: dict[int, StepResult] = {}
-        for index, share in shares.items():
-            worker = self._workers[index]
-            try:
-                if not worker.conn.poll(self.step_timeout):
-                    raise TimeoutError(f"no answer within {self.step_timeout:g} s")
-                replies = worker.conn.recv()
-            except (TimeoutError, EOFError, OSError) as failure:
-                asked = [slot for slot, _, _ in share]
-                results.update(self._restart(index, isinstance(failure, TimeoutError), asked))
-                continue
+        for replies in answers.values():
             for slot, (observation, reward, terminated, truncated, info, error) in replies:
                 results[slot] = StepResult(observation, float(reward), bool(terminated), bool(truncated), info, error)
+        for index, failure in failures.items():
+            results.update(self._restart(index, failure, [slot for slot, _, _ in shares[index]]))
         return results
 
-    def _restart(self, index: int, hung: bool, asked: list[int]) -> dict[int, StepResult]:
+    def _restart(self, index: int, failure: BaseException, asked: list[int]) -> dict[int, StepResult]:
         """Replace worker `index`; the slots asked of it and every live episode it held end errored,
         each with a reason naming what happened to the worker and the game it was playing."""
-        worker = self._workers[index]
-        worker.kill()
-        if hung:
-            cause = f"worker hung (no answer within {self.step_timeout:g} s)"
-        else:
-            cause = f"worker crashed ({_exit_cause(worker.process.exitcode)})"
-        self._workers[index] = _Worker(self._context, self._env_kwargs)
+        cause = self._replace_worker(index, failure)
         self.restarts += 1
         lost = sorted(set(asked) | {slot for slot in self._live if slot % self.num_workers == index})
         self._live.difference_update(lost)
@@ -222,6 +230,68 @@ class BatchedAlfWorld:
 
     def _errored(self, slot: int, reason: str) -> StepResult:
         return StepResult("", 0.0, False, False, {"gamefile": self._games.get(slot)}, reason)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class BatchedAlfWorld(BatchedEnvs):
+    """`num_envs` AlfWorldEnv slots over `num_workers` local processes (see the module docstring).
+
+    Args:
+        num_envs: number of slots (episodes played at once).
+        num_workers: processes; default min(num_envs, CPU count).
+        step_timeout: seconds a worker may take to answer one reset or step request.
+        **env_kwargs: passed to every AlfWorldEnv (max_steps, expert, trust_game_files).
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        num_workers: int | None = None,
+        step_timeout: float = DEFAULT_STEP_TIMEOUT,
+        **env_kwargs: Any,
+    ):
+        super().__init__(num_envs, num_workers or min(num_envs, os.cpu_count() or 1), step_timeout, env_kwargs)
+        # forkserver: workers start from a clean process that already imported the engine, so a
+        # restart is quick and never inherits the parent's torch threads.
+        self._context = mp.get_context("forkserver")
+        self._context.set_forkserver_preload(["envs.alfworld_env", "textworld.envs"])
+        self._workers = [_Worker(self._context, env_kwargs) for _ in range(self.num_workers)]
+
+    def worker_pids(self) -> list[int]:
+        return [worker.process.pid for worker in self._workers]
+
+    def _ask(
+        self, command: str, shares: Mapping[int, list[Request]]
+    ) -> tuple[dict[int, list[Reply]], dict[int, BaseException]]:
+        for index, share in shares.items():
+            try:
+                self._workers[index].conn.send((command, share))
+            except (BrokenPipeError, OSError):
+                pass  # a dead worker is found when its answer is collected
+        answers: dict[int, list[Reply]] = {}
+        failures: dict[int, BaseException] = {}
+        for index in shares:
+            worker = self._workers[index]
+            try:
+                if not worker.conn.poll(self.step_timeout):
+                    raise TimeoutError(f"no answer within {self.step_timeout:g} s")
+                answers[index] = worker.conn.recv()
+            except (TimeoutError, EOFError, OSError) as failure:
+                failures[index] = failure
+        return answers, failures
+
+    def _replace_worker(self, index: int, failure: BaseException) -> str:
+        worker = self._workers[index]
+        worker.kill()
+        self._workers[index] = _Worker(self._context, self._env_kwargs)
+        if isinstance(failure, TimeoutError):
+            return f"worker hung (no answer within {self.step_timeout:g} s)"
+        return f"worker crashed ({_exit_cause(worker.process.exitcode)})"
 
     def close(self) -> None:
         for worker in self._workers:
@@ -233,9 +303,3 @@ class BatchedAlfWorld:
             if worker.process.is_alive():
                 worker.kill()
         self._workers = []
-
-    def __enter__(self) -> BatchedAlfWorld:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from agents.policy import Policy
-from envs.batched import BatchedAlfWorld
+from envs.backends import open_envs
 from eval.stats import pass_at_k, wilson_interval
 from rollouts.records import OUTCOMES, EpisodeRecord
 from rollouts.runner import play_episodes
@@ -29,6 +29,8 @@ def evaluate(
     max_steps: int = 50,
     num_envs: int = 8,
     num_workers: int | None = None,
+    env_backend: str = "local",
+    ray_address: str | None = None,
     trust_game_files: bool = False,
     on_episode_end: Callable[[EpisodeRecord], None] | None = None,
     progress: str | None = None,
@@ -36,13 +38,20 @@ def evaluate(
     """Play the sweep and return one record per episode, in sweep order.
 
     `max_episodes` keeps the first N games of the sorted list (each still played `samples`
-    times); `progress` names a progress bar (None: none).
+    times); `env_backend` and `ray_address` choose where the envs run (`envs.backends.open_envs`:
+    the records are the same on either); `progress` names a progress bar (None: none).
     """
     specs = make_specs(games, seed, samples, max_episodes)
     num_envs = min(num_envs, len(specs))  # a short sweep needs fewer slots, and no more workers than slots
     num_workers = min(num_workers, num_envs) if num_workers else None
-    with BatchedAlfWorld(
-        num_envs, num_workers, max_steps=max_steps, expert=policy.needs_expert, trust_game_files=trust_game_files
+    with open_envs(
+        env_backend,
+        num_envs,
+        num_workers,
+        ray_address,
+        max_steps=max_steps,
+        expert=policy.needs_expert,
+        trust_game_files=trust_game_files,
     ) as batch:
         return play_episodes(batch, policy, specs, on_episode_end, progress)
 

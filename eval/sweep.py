@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.policy_settings import describe_sources, make_policy, resolve_settings
+from envs.backends import prepare_env_backend
 from envs.games import find_games
 from eval.evaluate import EvalSummary, evaluate, summarize
 from eval.results import (
@@ -56,6 +57,8 @@ def sweep(
     max_episodes: int | None = None,
     num_envs: int = 8,
     num_workers: int | None = None,
+    env_backend: str = "local",
+    ray_address: str | None = None,
     out: Path | None = None,
     overwrite: bool = False,
     engine: str = "hf",
@@ -67,7 +70,9 @@ def sweep(
     `flags` are the policy settings given on the command line (None: not given). With `out`,
     OUT/transcripts.jsonl gets every episode as it ends and OUT/results.json the summary, the
     skipped folders and the per-episode results; an `out` holding an earlier run's files is
-    refused unless `overwrite`. `engine` generates a model's responses (`agents.engines`).
+    refused unless `overwrite`. `engine` generates a model's responses (`agents.engines`);
+    `env_backend` ("local" or "ray") and `ray_address` choose where the envs run
+    (`envs.backends.open_envs`), which changes no result.
     """
     if out is not None:
         check_out_folder(out, overwrite)
@@ -78,6 +83,7 @@ def sweep(
         echo(line)
     settings, sources = resolve_settings(policy_name, flags)
     echo(describe_sources(settings, sources))
+    prepare_env_backend(env_backend, ray_address)  # a missing Ray or a wrong address, before the model loads
     policy = make_policy(policy_name, settings, engine)
     writer = None
     if out is not None:
@@ -94,6 +100,8 @@ def sweep(
                 max_steps=settings.max_steps,
                 num_envs=num_envs,
                 num_workers=num_workers,
+                env_backend=env_backend,
+                ray_address=ray_address,
                 on_episode_end=writer.write if writer else None,
                 progress="evaluate",
             )

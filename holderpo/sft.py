@@ -19,7 +19,7 @@ from tqdm import tqdm
 from agents.baselines import WalkthroughPolicy
 from agents.llm_policy import LLMPolicy
 from agents.scoring import TrunkStates, record_trunk_states
-from envs.batched import BatchedAlfWorld
+from envs.backends import open_envs
 from holderpo.samples import Sample, right_aligned, score_samples
 from rollouts.runner import play_episodes
 from rollouts.specs import make_specs
@@ -32,17 +32,21 @@ def demonstration_samples(
     num_envs: int = 8,
     num_workers: int | None = None,
     seed: int = 0,
+    env_backend: str = "local",
+    ray_address: str | None = None,
     **env_kwargs,
 ) -> list[Sample]:
     """One sample per turn of every winning walkthrough, prompted as `policy` prompts.
 
     Walkthroughs are played without the RL step limit: every turn of a demonstration teaches.
+    `env_backend` and `ray_address` choose where they are played (`envs.backends.open_envs`).
     """
     if policy.prompt.context != "step":
         raise ValueError("behaviour cloning supports the step context only; use --context step")
     walker = WalkthroughPolicy()
     specs = make_specs(games, seed)
-    with BatchedAlfWorld(min(num_envs, len(specs)), num_workers, max_steps=1000, **env_kwargs) as batch:
+    num_envs = min(num_envs, len(specs))
+    with open_envs(env_backend, num_envs, num_workers, ray_address, max_steps=1000, **env_kwargs) as batch:
         records = play_episodes(batch, walker, specs, progress="demonstrations")
     won = {record.episode_id for record in records if record.won}
     samples = []

@@ -1,8 +1,8 @@
 """Play many episodes in lock-step: one policy call per turn over all live episodes.
 
-Episodes are queued and fed into free slots of a `BatchedAlfWorld` as earlier ones finish, so
-the batch stays full; every live slot moves one turn per iteration, which lets an LLM policy
-generate for all of them in one call.
+Episodes are queued and fed into free slots of a `BatchedEnvs` (local processes or Ray actors)
+as earlier ones finish, so the batch stays full; every live slot moves one turn per iteration,
+which lets an LLM policy generate for all of them in one call.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from agents.policy import Policy, Turn
-from envs.batched import BatchedAlfWorld, StepResult
+from envs.batched import BatchedEnvs, StepResult
 from rollouts.records import EpisodeRecord, EpisodeSpec, TurnRecord
 
 
@@ -36,7 +36,7 @@ def _finish(record: EpisodeRecord, result: StepResult) -> None:
 
 
 def play_episodes(
-    batch: BatchedAlfWorld,
+    batch: BatchedEnvs,
     policy: Policy,
     specs: Sequence[EpisodeSpec],
     on_episode_end: Callable[[EpisodeRecord], None] | None = None,

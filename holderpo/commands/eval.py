@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agents.policy_settings import ENGINES
+from envs.backends import ENV_BACKENDS
 from eval.results import RESULTS_FILE, TRANSCRIPT_FILE
 from eval.terminal import visible
 from holderpo.arguments import finite_float, int_at_least
@@ -65,7 +66,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "the same seed repeats on one engine, not across engines) (default hf)",
     )
     parser.add_argument("--num-envs", type=count, default=8, help="episodes played at once (default 8)")
-    parser.add_argument("--workers", type=count, default=None, help="env processes, at most --num-envs (default: CPUs)")
+    parser.add_argument(
+        "--workers", type=count, default=None, help="env processes or Ray actors, at most --num-envs (default: CPUs)"
+    )
+    parser.add_argument(
+        "--env-backend",
+        choices=ENV_BACKENDS,
+        default="local",
+        help="where the envs run: local (worker processes on this machine) or ray (Ray actors, on this machine "
+        "or a cluster: pip install -e '.[ray]'); the results are the same (default local)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="with --env-backend ray: join a running Ray cluster, the one this machine belongs to (auto) or the "
+        "one whose head is at HOST:PORT (default: start Ray on this machine, listening on 127.0.0.1 only)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -151,6 +168,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from agents.policy_settings import RUN_OPTION
     from agents.vllm_engine import EngineUnavailable
     from envs.games import MissingDataError
+    from envs.ray_envs import EnvBackendUnavailable
     from eval.sweep import sweep
 
     try:
@@ -163,12 +181,14 @@ def run_sweep(args: argparse.Namespace) -> int:
             max_episodes=args.max_episodes,
             num_envs=args.num_envs,
             num_workers=args.workers,
+            env_backend=args.env_backend,
+            ray_address=args.ray_address,
             out=args.out,
             overwrite=args.overwrite,
             engine=args.engine,
             echo=say,
         )
-    except (MissingDataError, FileNotFoundError, ValueError, EngineUnavailable) as error:
+    except (MissingDataError, FileNotFoundError, ValueError, EngineUnavailable, EnvBackendUnavailable) as error:
         say(f"error: {error}")
         return 2
     print_summary(
