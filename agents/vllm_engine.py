@@ -154,10 +154,19 @@ class VLLMEngine:
 
     @classmethod
     def for_model(
-        cls, model, tokenizer, *, dtype: str = "float32", max_model_len: int | None = None, memory_fraction=0.4
+        cls,
+        model,
+        tokenizer,
+        *,
+        dtype: str = "float32",
+        max_model_len: int | None = None,
+        memory_fraction=0.4,
+        device: str | None = None,
     ) -> VLLMEngine:
         """An engine holding `model`'s weights. `memory_fraction`: the share of a GPU vLLM may
-        take (weights, activations and KV cache), leaving the rest to training beside it."""
+        take (weights, activations and KV cache), leaving the rest to training beside it.
+        `device` ("cpu", "cuda"): where vLLM runs, if not on the model's device (an engine worker
+        keeps its copy of the model on the CPU and gives vLLM its GPU: `agents.ray_engine`)."""
         vllm = _import_vllm()
         folder = Path(tempfile.mkdtemp(prefix="holderpo-vllm-"))
         base = model.get_base_model() if _is_peft(model) else model
@@ -165,7 +174,7 @@ class VLLMEngine:
         tokenizer.save_pretrained(folder)
         weights = {name: tensor.detach().contiguous() for name, tensor in base_weights(model)}
         save_file(weights, folder / "model.safetensors")  # a LoRA model's base, without its adapter
-        device = next(model.parameters()).device
+        device = torch.device(device) if device is not None else next(model.parameters()).device
         options = {
             "model": str(folder),
             "dtype": dtype,
@@ -214,23 +223,7 @@ class VLLMEngine:
     def sync_error(self, model, probe: Sequence[int], new_tokens: int = 16) -> float:
         """The largest |engine - model| log-prob over a response the engine samples for `probe`:
         ~1e-5 when the engine holds the model's weights in float32, of order 1 when it does not."""
-        from agents.scoring import response_logprobs
-
-        (generation,) = self.generate(
-            [probe],
-            [0],
-            [None],
-            max_new_tokens=new_tokens,
-            temperature=1.0,
-            top_p=1.0,
-            stop_strings=(),
-            prefix_lengths=None,
-        )
-        with torch.no_grad():
-            scored = response_logprobs(model, [probe], [generation.response_ids])
-        size = len(generation.response_ids)
-        engine = torch.tensor(generation.logprobs, dtype=torch.float64)
-        return float((scored.logprobs[0, -size:].double().cpu() - engine).abs().max())
+        return sampled_logprob_error(self, model, probe, new_tokens=new_tokens)
 
     def _serve_adapter(self, model) -> None:
         """Save the adapter where vLLM reads it, under a new id (vLLM caches adapters by id)."""
@@ -286,6 +279,31 @@ class VLLMEngine:
 
     def prefix_states(self, prefix: tuple[int, ...]) -> torch.Tensor | None:
         return None  # vLLM keeps no trunk states: training under finetune=top scores whole
+
+
+def sampled_logprob_error(engine, model, probe: Sequence[int], *, copies: int = 1, new_tokens: int = 16) -> float:
+    """The largest |engine - model| log-prob over `copies` responses `engine` samples for `probe`
+    (seed 0), each scored by `model` teacher-forced: one row per engine worker checks them all."""
+    from agents.scoring import response_logprobs
+
+    generations = engine.generate(
+        [probe] * copies,
+        [0] * copies,
+        [None] * copies,
+        max_new_tokens=new_tokens,
+        temperature=1.0,
+        top_p=1.0,
+        stop_strings=(),
+        prefix_lengths=None,
+    )
+    with torch.no_grad():
+        scored = response_logprobs(model, [probe] * copies, [generation.response_ids for generation in generations])
+    worst = 0.0
+    for row, generation in enumerate(generations):
+        size = len(generation.response_ids)
+        sampled = torch.tensor(generation.logprobs, dtype=torch.float64)
+        worst = max(worst, float((scored.logprobs[row, -size:].double().cpu() - sampled).abs().max()))
+    return worst
 
 
 @contextlib.contextmanager
