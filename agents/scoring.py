@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from agents.generation import length_buckets
 from agents.prefix_cache import KV_CACHE, run_prefix, stack_rows
@@ -145,8 +146,11 @@ _OUTPUT_MATRICES: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.Wea
 
 def output_matrix(model) -> torch.Tensor | None:
     """The (V, H) output embedding when the model's logits are exactly `final hidden @ it.T`
-    (checked once per model); None where the model scales or caps its logits (Granite, Gemma 2)."""
+    (checked once per model); None where the model scales or caps its logits (Granite, Gemma 2),
+    or where FSDP2 shards it: its whole weight then exists only inside the model's forward."""
     head = model.get_output_embeddings()
+    if isinstance(head.weight, DTensor):
+        return None
     if model not in _OUTPUT_MATRICES:
         _OUTPUT_MATRICES[model] = isinstance(head, torch.nn.Linear) and head.bias is None and _plain_projection(model)
     return head.weight if _OUTPUT_MATRICES[model] else None

@@ -40,15 +40,25 @@ __all__ = [
 ]
 
 
-def save_checkpoint(target: Path, model, tokenizer, optimizer, state: dict[str, Any], info: dict[str, Any]) -> None:
-    """Write a checkpoint at `target`, replacing any older one there only once complete."""
+def save_checkpoint(
+    target: Path,
+    model,
+    tokenizer,
+    optimizer_state: dict[str, Any] | None,
+    state: dict[str, Any],
+    info: dict[str, Any],
+    model_state: dict[str, Any] | None = None,
+) -> None:
+    """Write a checkpoint at `target`, replacing any older one there only once complete.
+    `model_state`: the model's whole weights where it holds only a shard of them (FSDP2)."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.save_pretrained(staging / MODEL_FOLDER)
+        # save_pretrained drops tied weights from the dict it is given: hand it a copy
+        model.save_pretrained(staging / MODEL_FOLDER, state_dict=dict(model_state) if model_state else None)
         tokenizer.save_pretrained(staging / MODEL_FOLDER)
-        torch.save({"optimizer": optimizer.state_dict() if optimizer else None, **state}, staging / TRAINER_STATE)
+        torch.save({"optimizer": optimizer_state, **state}, staging / TRAINER_STATE)
         (staging / MARKER).write_text(json.dumps(info, indent=2))
         if target.exists():
             retired = target.with_name(f".{target.name}.old")

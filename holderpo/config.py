@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from agents.policy_settings import ENGINES
+from envs.backends import ENV_BACKENDS
+from holderpo.run_logging import TRACKERS, require_tracker
 
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"  # package data: `--config NAME` works from a wheel
 
@@ -61,6 +63,13 @@ class TrainConfig:
     engine: str = _f(
         "hf", "what generates rollouts and evaluations: hf (transformers) or vllm (the vllm extra)", choices=ENGINES
     )
+    # 0: vLLM shares the trainer's process and GPU, weights copied in memory; N: engines on GPUs of
+    # their own, weights sent after each update (docs/generation.md says when each pays off)
+    engine_workers: int = _f(
+        0,
+        "engine=vllm: 0 runs vLLM in the training process; N runs N engines in Ray actors, one per GPU "
+        "(agents/ray_engine.py; the ray extra)",
+    )
     # top: the frozen trunk's output is recorded during rollouts, so an update runs just the top
     # blocks (agents/trunk.py), 4x cheaper than the whole model
     finetune: str = _f(
@@ -90,6 +99,17 @@ class TrainConfig:
     max_steps: int = _f(10, "step limit of an episode")
     num_envs: int = _f(32, "episodes played at once")
     num_workers: int = _f(0, "env processes (0: one per CPU)")
+    # local: on one machine, worker processes start fastest and need no Ray; ray: env actors can
+    # run on other nodes of a cluster, leaving this machine's cores to the model
+    env_backend: str = _f(
+        "local",
+        "where the envs run: local (worker processes) or ray (Ray actors; the ray extra); same results",
+        choices=ENV_BACKENDS,
+    )
+    # "": Ray started on this machine (127.0.0.1 only); a cluster's nodes join with `ray start`
+    ray_address: str = _f(
+        "", "env_backend=ray or engine_workers: auto or HOST:PORT of a running Ray cluster ('' starts one here)"
+    )
     context: str = _f("step", "step: one sample per turn; full: one per episode", choices=("step", "full"))
     history: int = _f(1, "step context: earlier (observation, action) pairs in the prompt")  # short prompts
     output_format: str = _f(
@@ -176,6 +196,16 @@ class TrainConfig:
     # verl-agent: 0.001. The default run was tuned and measured without it; under constrained
     # decoding every sample is an admissible command already
     entropy_coef: float = _f(0.0, "entropy bonus weight")
+    # verl scales each micro-batch's loss (its token means included) by its share of the samples,
+    # so its update changes with the micro-batch size and with the number of GPUs; exact makes each
+    # micro-batch compute its exact part of the minibatch's loss, so that any cut gives one update
+    loss_shares: str = _f(
+        "exact",
+        "how micro-batches add up to a minibatch's loss: exact (policy loss by each preset's own mean, KL "
+        "and entropy by tokens: the same update whatever the micro-batch size or number of processes) or "
+        "verl (every term by the micro-batch's share of the sample weight, as verl does)",
+        choices=("exact", "verl"),
+    )
     # verl always recomputes them; auto differs only in float32, where the sampler's own log-probs
     # match the training forward to ~1.5e-5 per token and recomputing would cost a forward pass
     recompute_old_logprobs: str = _f(
@@ -204,6 +234,13 @@ class TrainConfig:
     eval_temperature: float = _f(1.0, "sampling temperature of held-out evaluation")
     # an interrupted run loses at most 5 iterations (Ctrl-C saves at once)
     checkpoint_every: int = _f(5, "save a checkpoint every N iterations (0: only at the end)")
+    # TensorBoard needs no account or server; wandb suits a team comparing many runs in one place
+    tracker: str = _f(
+        "tensorboard",
+        "where metrics go besides metrics.jsonl (always written): tensorboard (RUN_DIR/tensorboard, when "
+        "installed) or wandb (the wandb extra; WANDB_MODE=offline needs no account)",
+        choices=TRACKERS,
+    )
 
     def validate(self) -> TrainConfig:
         """Check every value; raise ValueError naming the option and what to pass instead."""
@@ -213,6 +250,11 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ValueError(f"--{_flag(f.name)}: expected one of {list(choices)}, got {getattr(self, f.name)!r}")
+        if self.ray_address and self.env_backend != "ray" and not self.engine_workers:
+            raise ValueError(
+                f"--ray-address {self.ray_address}: expected --env-backend ray or --engine-workers N, "
+                f"got --env-backend {self.env_backend}"
+            )
         positive = (
             "games_per_iteration",
             "group_size",
@@ -238,6 +280,7 @@ class TrainConfig:
             "generate_heldout",
             "sft_epochs",
             "num_workers",
+            "engine_workers",
             "heldout_episodes",
             "kl_coef",
             "entropy_coef",
@@ -263,6 +306,11 @@ class TrainConfig:
                 "--invalid-penalty-mode step puts the penalty on its own step row: expected "
                 "--grpo-statistics steps (or --estimator gigpo)"
             )
+        if self.engine_workers and self.engine != "vllm":
+            raise ValueError(
+                f"--engine-workers {self.engine_workers}: engine workers hold vLLM engines, expected --engine vllm, "
+                f"got --engine {self.engine}"
+            )
         if self.prompt_style == "verl_agent" and (self.context, self.output_format) != ("step", "react"):
             raise ValueError("--prompt-style verl_agent: expected --context step and --output-format react")
         if self.minibatch_size % self.micro_batch_size:
@@ -275,6 +323,7 @@ class TrainConfig:
         for name in ("clip_low", "clip_high"):
             if getattr(self, name) != -1.0 and getattr(self, name) <= 0:
                 raise ValueError(f"--{_flag(name)}: expected > 0 (or -1 for the preset's), got {getattr(self, name)}")
+        require_tracker(self.tracker)  # a missing package is found now, not after the model loads
         return self
 
     def to_dict(self) -> dict[str, Any]:

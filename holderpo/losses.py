@@ -581,6 +581,19 @@ class LossPreset:
         return f"{self.name}: {self.clip} {clip}, {reduction}, advantage: {advantage}"
 
 
+def policy_measure(preset: LossPreset, weight: float, tokens: int) -> float:
+    """How much one sample counts in the mean that `preset`'s policy loss takes over a batch:
+    its weight (the Hölder presets' weighted mean over samples), its loss tokens (token-mean), or
+    1 (the other token reductions' mean over sequences); 0 without a loss token. A micro-batch's
+    share of a minibatch's policy loss (`total_loss`'s `policy_share`) is the sum of its samples'
+    measures over the minibatch's."""
+    if not tokens:
+        return 0.0
+    if preset.aggregation is None:
+        return weight
+    return float(tokens) if preset.aggregation == "token-mean" else 1.0
+
+
 PRESETS: dict[str, LossPreset] = {
     preset.name: preset
     for preset in (
@@ -721,13 +734,19 @@ def total_loss(
     kl_estimator: str = "k3",
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
+    policy_share: float = 1.0,
+    token_share: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """What an update minimises: the preset's policy loss, plus the KL penalty to the reference,
     minus the entropy bonus:
 
         L = L_preset + kl_coef * mean_t KL(pi || pi_ref) - entropy_coef * mean_t H(pi)
 
-    with both means over the masked tokens of the batch.
+    with both means over the masked tokens of the batch. A micro-batch of a larger minibatch
+    returns its part of the minibatch's L: `policy_share` is its share of the minibatch's sample
+    weight (the preset's loss is a weighted mean over samples), `token_share` its share of the
+    minibatch's masked tokens (the KL and entropy terms are means over tokens), so that the parts
+    add up to L whichever way the minibatch is cut, into micro-batches or over processes.
 
     Args:
         preset: the objective (see `PRESETS`).
@@ -744,13 +763,13 @@ def total_loss(
     )
     metrics = {f"loss/{key}": value for key, value in preset_metrics.items()}
     metrics["loss/policy"] = policy.detach()
-    loss = policy
+    loss = policy_share * policy
     if ref_logp is not None:
         kl = masked_mean(kl_penalty(logp, ref_logp, mask, kl_estimator), mask)
-        loss = loss + kl_coef * kl
+        loss = loss + token_share * kl_coef * kl
         metrics["loss/kl"] = kl.detach()
     if entropy is not None:
         mean_entropy = masked_mean(entropy, mask)
-        loss = loss - entropy_coef * mean_entropy
+        loss = loss - token_share * entropy_coef * mean_entropy
         metrics["loss/entropy"] = mean_entropy.detach()
     return loss, metrics

@@ -19,6 +19,7 @@ from eval.results import package_versions
 from eval.sweep import skipped_lines
 from eval.terminal import visible
 from holderpo.config import TrainConfig, load_config
+from holderpo.distributed import SINGLE, Ranks
 from rollouts.specs import game_id
 
 if TYPE_CHECKING:
@@ -128,28 +129,33 @@ def run_config(source: str | Path | None, overrides: dict[str, Any], resume_dir:
     return load_config(Path(resume_dir) / "config.yaml", overrides)
 
 
-def start_run(config, resume_dir: Path | None = None, warm_start_from: Path | None = None):
+def start_run(config, resume_dir: Path | None = None, warm_start_from: Path | None = None, ranks: Ranks = SINGLE):
     """Games, trainer and run folder of one run (new, or resumed from `resume_dir`; a new run
     may start from another run's warm-start checkpoint): what `holderpo train` and
-    `holderpo compare` do before training."""
+    `holderpo compare` do before training. Under torchrun every rank calls this; rank 0 names
+    the run, generates the games and writes the folder, the others use what it made."""
     from holderpo.trainer import Trainer
 
     if resume_dir is None:
         check_writable_folder(Path(config.runs_dir), "--runs-dir")
-        if not config.name:
-            config.name = f"{config.preset}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        config.name = ranks.broadcast(config.name or f"{config.preset}-s{config.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir = Path(config.runs_dir) / config.name
         if (run_dir / "final").exists():
             raise ValueError(f"run folder {run_dir} already holds a finished run: pick another --name")
     else:
         run_dir = resume_dir
-    print(visible(f"run: {config.name} ({run_dir})"))
-    ensure_games(config)
-    trainer = Trainer(config, run_dir, resume=resume_dir is not None, warm_start_from=warm_start_from)
-    announce_game_sets(trainer, print)
-    if resume_dir is None:
+    say = print if ranks.is_main else _quiet
+    say(visible(f"run: {config.name} ({run_dir})"))
+    ranks.on_main(lambda: ensure_games(config))
+    trainer = Trainer(config, run_dir, resume=resume_dir is not None, warm_start_from=warm_start_from, ranks=ranks)
+    announce_game_sets(trainer, say)
+    if resume_dir is None and ranks.is_main:
         write_run_info(config, run_dir, trainer.train_scan, trainer.heldout_scan)
     return trainer
+
+
+def _quiet(line: str) -> None:
+    """What ranks other than 0 print: nothing (rank 0 speaks for the run)."""
 
 
 def warm_start_run(config: TrainConfig, echo: Callable[[str], None] = print) -> Path:

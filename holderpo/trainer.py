@@ -6,12 +6,15 @@ scheduled p, plus a KL penalty to the frozen reference. Evaluation on held-out g
 checkpoints and exact resume sit around that loop; `Trainer.train` reads top to bottom.
 
 Seams for scale: `collect` is the only place that generates (another engine plugs in there),
-and `update` the only place that computes gradients (several processes plug in there).
+and `update` the only place that computes gradients. Under torchrun every rank runs this same
+loop on its share of the episodes and samples (`holderpo.distributed`, `holderpo.parallel`);
+rank 0 writes the run folder.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import signal
 import time
@@ -31,12 +34,14 @@ from agents.policy_settings import PolicySettings, run_settings
 from agents.prefix_cache import weights_version
 from agents.prompts import PromptConfig
 from agents.trunk import top_blocks_reproduce
-from envs.batched import BatchedAlfWorld
+from envs.backends import open_envs
+from envs.batched import BatchedEnvs
 from envs.games import GameScan, find_games
 from eval.evaluate import summarize
 from holderpo.checkpoint import CheckpointError, checkpoints_newest_first, load_trainer_state, save_checkpoint
 from holderpo.config import TrainConfig
-from holderpo.losses import LossPreset, configure_preset, exponent_diagnostics, total_loss
+from holderpo.distributed import SINGLE, Ranks, SampleLayout, rank_device, sample_layout
+from holderpo.losses import LossPreset, configure_preset, exponent_diagnostics, policy_measure, total_loss
 from holderpo.modeling import (
     MASTER_DTYPE,
     Reference,
@@ -45,6 +50,7 @@ from holderpo.modeling import (
     prepare_for_training,
     trainable_parameters,
 )
+from holderpo.parallel import shaped_like, weight_sharing, whole
 from holderpo.report import run_report
 from holderpo.run_logging import RunLogger, plot_metrics, read_metrics
 from holderpo.samples import (
@@ -59,7 +65,7 @@ from holderpo.samples import (
 )
 from holderpo.schedules import make_schedule
 from holderpo.sft import clone_behaviour, demonstration_samples
-from rollouts.records import EpisodeRecord
+from rollouts.records import EpisodeRecord, EpisodeSpec
 from rollouts.runner import play_episodes
 from rollouts.specs import iteration_games, iteration_specs, make_specs
 from rollouts.transcripts import TranscriptWriter
@@ -113,20 +119,31 @@ class TrainerState:
 
 @dataclass
 class TrainingBatch:
-    """An iteration's training samples and what its rollouts measured."""
+    """An iteration's training samples (this rank's), where they sit in the whole batch over all
+    ranks, and what the rollouts of all ranks measured."""
 
     samples: list[Sample]
+    layout: SampleLayout
     metrics: dict[str, float]  # rollout/... and update/samples
+
+
+@dataclass
+class Played:
+    """Episodes played by the ranks: this rank's, whole, and every rank's in the order of their
+    specs, without tokens (the very same list in one process)."""
+
+    records: list[EpisodeRecord]
+    everyone: list[EpisodeRecord]
 
 
 @dataclass
 class RunSession:
     """What stays open while a run trains: its envs, transcript files, metrics log and Ctrl-C flag."""
 
-    envs: BatchedAlfWorld
-    train_log: TranscriptWriter
-    eval_log: TranscriptWriter
-    logger: RunLogger
+    envs: BatchedEnvs
+    train_log: TranscriptWriter | None  # None on ranks other than 0: rank 0 writes the run folder
+    eval_log: TranscriptWriter | None
+    logger: RunLogger | None
     stop: StopRequest
 
 
@@ -163,6 +180,10 @@ def rollout_metrics(records: Sequence[EpisodeRecord], returns: torch.Tensor, zer
         "rollout/errored": sum(r.outcome == "errored" for r in records),
         "rollout/zero_signal_fraction": float(zero_signal.float().mean()),
     }
+
+
+def _silent(line: str) -> None:
+    """The console of ranks other than 0: rank 0 speaks for the run."""
 
 
 def progress_line(iteration: int, iterations: int, metrics: dict) -> str:
@@ -207,9 +228,33 @@ def recomputes_old_logprobs(option: str, dtype: str, separate_engine: bool = Fal
     return option == "auto" and dtype != "float32"
 
 
+# metrics that are means over a micro-batch's loss tokens (the others are over its samples)
+TOKEN_MEAN_METRICS = ("loss/kl", "loss/entropy")
+
 # largest |engine - model| log-prob a synced engine may show: float32 kernels agree to ~3e-5 (measured
 # on the embedded model); half precisions round logits to ~1e-2
 SYNC_TOLERANCE = {"float32": 1e-3, "bfloat16": 0.25, "float16": 0.25}
+
+
+def without_tokens(record: EpisodeRecord) -> EpisodeRecord:
+    """An episode as its transcript and metrics need it: no token ids, log-probs or trunk states
+    (what ranks send each other)."""
+    return dataclasses.replace(record, turns=[dataclasses.replace(turn, tokens=None) for turn in record.turns])
+
+
+def check_ranks(config: TrainConfig, ranks: Ranks) -> None:
+    """Refuse, before any work, a run that cannot be split over `ranks` as configured."""
+    if not ranks.distributed:
+        return
+    if config.games_per_iteration < ranks.world_size:
+        raise ValueError(
+            f"--games-per-iteration {config.games_per_iteration}: each of the {ranks.world_size} processes "
+            "plays whole groups, so draw at least one game per process"
+        )
+    if config.finetune == "full" and config.kl_coef > 0:
+        raise ValueError("--kl-coef with --finetune full over several processes (FSDP2) is not supported yet: use 0")
+    if config.finetune == "full" and config.engine == "vllm":
+        raise ValueError("--engine vllm with --finetune full over several processes (FSDP2) is not supported yet")
 
 
 def timed(function: Callable[..., Any], *args: Any) -> tuple[Any, float]:
@@ -242,8 +287,12 @@ class Trainer:
         resume: bool = False,
         echo: Callable[[str], None] = print,
         warm_start_from: Path | None = None,
+        ranks: Ranks = SINGLE,
     ):
-        self.cfg, self.run_dir, self.echo = config, Path(run_dir), echo
+        check_ranks(config, ranks)
+        self.cfg, self.run_dir, self.ranks = config, Path(run_dir), ranks
+        self.echo = echo if ranks.is_main else _silent
+        self.device = rank_device(config.device, ranks)
         # the folders skipped are reported by the run folder (`holderpo.run_folder`)
         trust = config.trust_game_files
         self.train_scan = find_games(config.train_games, trust)
@@ -254,13 +303,15 @@ class Trainer:
 
         torch.manual_seed(config.seed)  # LoRA's initialisation
         # float32 master weights and optimizer state; `dtype` is the precision forwards compute in
-        base, self.tokenizer = load_model(config.model, MASTER_DTYPE, config.device)
-        self.model = prepare_for_training(base, config.finetune, config.lora_rank, config.lora_alpha, config.top_layers)
+        base, self.tokenizer = load_model(config.model, MASTER_DTYPE, self.device)
+        model = prepare_for_training(base, config.finetune, config.lora_rank, config.lora_alpha, config.top_layers)
+        self.sharing = weight_sharing(config.finetune, ranks)  # replicated, or FSDP2 for full over ranks
+        self.model = self.sharing.wrap(model)
         self.reference = Reference(self.model, config.finetune) if config.kl_coef > 0 else None
         self.optimizer = torch.optim.AdamW(
             trainable_parameters(self.model).values(), lr=config.lr, weight_decay=config.weight_decay
         )
-        self.scaler = loss_scaler(config.device, config.dtype)  # float16 only; else a pass-through
+        self.scaler = loss_scaler(self.device, config.dtype)  # float16 only; else a pass-through
         prompt = PromptConfig(config.context, config.history, config.output_format, style=config.prompt_style)
         decoding = DecodingConfig(
             config.decoding, config.max_new_tokens, temperature=config.temperature, loss_tokens=config.loss_tokens
@@ -301,19 +352,19 @@ class Trainer:
         started = time.time() - state.wall_seconds
         with self.session() as run:
             self.before_rl(run)
-            while state.iteration < cfg.iterations and not run.stop.requested:
+            while state.iteration < cfg.iterations:
+                if self.ranks.any(run.stop.requested):  # Ctrl-C on any rank stops them all here
+                    return self.save_interrupted()
                 p = self.preset.schedule(state.iteration, cfg.iterations)
-                records, rollout_seconds = timed(self.collect, run.envs, state.iteration, run.train_log)
-                batch = self.training_batch(records)
-                update_metrics, update_seconds = timed(self.update, batch.samples, state.iteration, p)
+                played, rollout_seconds = timed(self.collect, run.envs, state.iteration, run.train_log)
+                batch = self.training_batch(played.records, played.everyone)
+                update_metrics, update_seconds = timed(self.update, batch.samples, state.iteration, p, batch.layout)
                 state.iteration += 1
                 metrics = batch.metrics | {"schedule/p": p, "time/rollout": rollout_seconds} | update_metrics
                 metrics |= {"time/update": update_seconds} | self.periodic_evaluation(run)
                 state.wall_seconds = time.time() - started
                 self.log(run, metrics)
                 self.periodic_checkpoint()
-            if run.stop.requested and state.iteration < cfg.iterations:
-                return self.save_interrupted()
             after = self.evaluate(run.envs, run.eval_log) if self.heldout_games else None
         state.wall_seconds = time.time() - started
         self.save(self.run_dir / "final")
@@ -321,20 +372,27 @@ class Trainer:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[RunSession]:
+        """The envs of this rank (as many slots as its share of an iteration's episodes, at most
+        `num_envs`), the transcripts and metrics log (rank 0), and the Ctrl-C flag."""
         cfg, transcripts = self.cfg, self.run_dir / "transcripts"
+        groups_here = -(-cfg.games_per_iteration // self.ranks.world_size)
         with contextlib.ExitStack() as stack:
             envs = stack.enter_context(
-                BatchedAlfWorld(
-                    min(cfg.num_envs, cfg.games_per_iteration * cfg.group_size),
+                open_envs(
+                    cfg.env_backend,
+                    min(cfg.num_envs, groups_here * cfg.group_size),
                     cfg.num_workers or None,
+                    cfg.ray_address or None,
                     max_steps=cfg.max_steps,
                     trust_game_files=cfg.trust_game_files,
                 )
             )
-            train_log = stack.enter_context(TranscriptWriter(transcripts / "train.jsonl", cfg.preset, cfg.model))
-            eval_log = stack.enter_context(TranscriptWriter(transcripts / "eval.jsonl", cfg.preset, cfg.model))
-            logger = RunLogger(self.run_dir)
-            stack.callback(logger.close)
+            train_log = eval_log = logger = None
+            if self.ranks.is_main:
+                train_log = stack.enter_context(TranscriptWriter(transcripts / "train.jsonl", cfg.preset, cfg.model))
+                eval_log = stack.enter_context(TranscriptWriter(transcripts / "eval.jsonl", cfg.preset, cfg.model))
+                logger = RunLogger(self.run_dir, cfg.tracker, config=cfg.to_dict(), run_name=cfg.name)
+                stack.callback(logger.close)
             stop = stack.enter_context(StopRequest(self.echo))
             yield RunSession(envs, train_log, eval_log, logger, stop)
 
@@ -360,17 +418,66 @@ class Trainer:
             if self.cfg.sft_epochs:  # the warm-start checkpoint also keeps its evaluation (compare reuses both)
                 self.save(self.checkpoint_path(0))
 
-    def collect(self, envs: BatchedAlfWorld, iteration: int, writer: TranscriptWriter) -> list[EpisodeRecord]:
+    def collect(self, envs: BatchedEnvs, iteration: int, writer: TranscriptWriter | None) -> Played:
+        """The iteration's episodes: G per drawn game, this rank's share of them (whole groups)."""
         games = iteration_games(self.train_games, iteration, self.cfg.games_per_iteration, self.cfg.seed)
         specs = iteration_specs(games, iteration, self.cfg.group_size, self.cfg.seed)
         self.engine_in_sync()
-        with self.compute_precision():
-            return play_episodes(envs, self.policy, specs, on_episode_end=writer.write, progress="collect")
+        return self.play(envs, self.policy, specs, writer, "collect", shard_by=lambda index, spec: spec.group)
 
-    def training_batch(self, records: Sequence[EpisodeRecord]) -> TrainingBatch:
-        """Group advantages of the episodes, then the samples the update trains on."""
+    def play(
+        self,
+        envs: BatchedEnvs,
+        policy,
+        specs: Sequence[EpisodeSpec],
+        writer: TranscriptWriter | None,
+        progress: str,
+        shard_by: Callable[[int, EpisodeSpec], int],
+    ) -> Played:
+        """Play this rank's share of `specs` (those whose `shard_by` key it owns; all of them in
+        one process). The transcript gets every rank's episodes: as each ends in one process,
+        gathered in the order of `specs` when there are several."""
+        mine = [index for index, spec in enumerate(specs) if self.ranks.owns(shard_by(index, spec))]
+        single = not self.ranks.distributed
+        with self.compute_precision(), self.sharing.gathered(self.model):
+            records = play_episodes(
+                envs,
+                policy,
+                [specs[index] for index in mine],
+                on_episode_end=writer.write if single and writer is not None else None,
+                progress=progress if self.ranks.is_main else None,
+            )
+        if single:
+            return Played(records, records)
+        placed: dict[int, EpisodeRecord] = {}
+        for indices, shared in self.ranks.gather((mine, [without_tokens(record) for record in records])):
+            placed.update(zip(indices, shared))
+        everyone = [placed[index] for index in range(len(specs))]
+        for record in everyone if writer is not None else ():
+            writer.write(record)
+        return Played(records, everyone)
+
+    def training_batch(
+        self, records: Sequence[EpisodeRecord], everyone: Sequence[EpisodeRecord] | None = None
+    ) -> TrainingBatch:
+        """Group advantages of this rank's episodes (a group never straddles ranks), the samples
+        the update trains on, where they sit among all ranks' samples, and the rollout metrics of
+        `everyone` (every rank's episodes; by default these are all)."""
         cfg = self.cfg
-        per_step, returns, zero_signal = advantages(
+        per_step, returns, zero_signal = self._advantages(records)
+        keep = ~zero_signal if cfg.skip_zero_signal else torch.ones_like(zero_signal)
+        samples = build_samples(records, per_step, keep.tolist(), cfg.context, self._replay, cfg.sample_weighting)
+        tags = [self.sample_tag(records[sample.episode].group, sample) for sample in samples]
+        layout = sample_layout(self.ranks.gather(tags), self.ranks.rank)
+        if everyone is not None and everyone is not records:  # the metrics are the whole batch's
+            _, returns, zero_signal = self._advantages(everyone)
+        everyone = records if everyone is None else everyone
+        metrics = rollout_metrics(everyone, returns, zero_signal) | {"update/samples": layout.count}
+        return TrainingBatch(samples, layout, metrics)
+
+    def _advantages(self, records: Sequence[EpisodeRecord]):
+        cfg = self.cfg
+        return advantages(
             records,
             self.estimator,
             cfg.win_reward,
@@ -381,39 +488,54 @@ class Trainer:
             penalty_mode=cfg.invalid_penalty_mode,
             statistics=cfg.grpo_statistics,
         )
-        keep = ~zero_signal if cfg.skip_zero_signal else torch.ones_like(zero_signal)
-        samples = build_samples(records, per_step, keep.tolist(), cfg.context, self._replay, cfg.sample_weighting)
-        return TrainingBatch(samples, rollout_metrics(records, returns, zero_signal) | {"update/samples": len(samples)})
 
-    def update(self, samples: list[Sample], iteration: int, p: float) -> dict:
-        """`epochs` passes of minibatch steps over the samples; the metrics averaged over steps
-        ({} when there is nothing to learn from)."""
-        if not samples:
+    def update(self, samples: list[Sample], iteration: int, p: float, layout: SampleLayout | None = None) -> dict:
+        """`epochs` passes of minibatch steps over the batch; the metrics averaged over steps
+        ({} when there is nothing to learn from).
+
+        Every rank draws the same minibatches over the whole batch (`layout`; by default the
+        batch is `samples`, all held here) and trains on its own samples of each: the gradients
+        summed over ranks are the one-process gradients."""
+        layout = layout or sample_layout([[self.sample_tag(0, sample) for sample in samples]], 0)
+        if not layout.count:
             return {}
         cfg = self.cfg
         ref = self.reference_logprobs(samples) if self.reference is not None else None
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, iteration, 7]))
-        minibatches = list(minibatch_indices(len(samples), cfg.minibatch_size, cfg.epochs, rng))
+        minibatches = list(minibatch_indices(layout.count, cfg.minibatch_size, cfg.epochs, rng))
+        held = [layout.held(minibatch) for minibatch in minibatches]
         if self.recompute_old_logprobs:
-            samples = self.rescored_old_logprobs(samples, minibatches[: len(minibatches) // cfg.epochs])
+            samples = self.rescored_old_logprobs(samples, held[: len(held) // cfg.epochs])
         sums: dict[str, float] = {}
-        steps = 0
-        for mb_index in tqdm(
-            minibatches,
-            total=len(minibatches),
+        steps, norms = 0, 0.0
+        for minibatch, mine in tqdm(
+            list(zip(minibatches, held)),
             desc="update",
             unit="step",
             leave=False,
+            disable=not self.ranks.is_main,
         ):
-            mb_metrics = self.optimizer_step(
-                [samples[i] for i in mb_index], [ref[i] for i in mb_index] if ref else None, p
+            step = self.optimizer_step(
+                [samples[i] for i in mine],
+                [ref[i] for i in mine] if ref else None,
+                p,
+                total_measure=layout.measure(minibatch),
+                total_tokens=layout.token_count(minibatch),
             )
-            if mb_metrics is None:  # a NaN/inf loss: the step was skipped
+            if step is None:  # a NaN/inf loss on some rank: the step was skipped on all
                 continue
-            for key, value in mb_metrics.items():
+            norms += step.pop("loss/grad_norm")
+            for key, value in step.items():
                 sums[key] = sums.get(key, 0.0) + value
             steps += 1
-        return {key: value / max(steps, 1) for key, value in sums.items()} | {"update/steps": steps}
+        totals: dict[str, float] = {}
+        for rank_sums in self.ranks.gather(sums):  # each rank's share of the minibatch means
+            for key, value in rank_sums.items():
+                totals[key] = totals.get(key, 0.0) + value
+        means = {key: value / steps for key, value in totals.items()}
+        if steps:
+            means["loss/grad_norm"] = norms / steps
+        return means | {"update/steps": steps}
 
     def periodic_evaluation(self, run: RunSession) -> dict:
         """Held-out success every `eval_every` iterations (not after the last: the final
@@ -430,7 +552,8 @@ class Trainer:
                 "engine/syncs": self.engine.version,
                 "engine/sync_logprob_error": self.engine_sync_error,
             }
-        run.logger.log(self.state.iteration - 1, metrics)
+        if run.logger is not None:  # rank 0's
+            run.logger.log(self.state.iteration - 1, metrics)
         self.echo(progress_line(self.state.iteration - 1, self.cfg.iterations, metrics))
 
     def periodic_checkpoint(self) -> None:
@@ -444,7 +567,10 @@ class Trainer:
         return {}
 
     def report(self, after: dict | None) -> dict:
-        """`report.json` (see `holderpo.report.run_report`) and the run's curves."""
+        """`report.json` (see `holderpo.report.run_report`) and the run's curves, by rank 0; the
+        other ranks report nothing."""
+        if not self.ranks.is_main:
+            return {}
         metrics_path = self.run_dir / "metrics.jsonl"
         metrics = read_metrics(metrics_path) if metrics_path.is_file() else []
         skipped = len(self.train_scan.skipped) + len(self.heldout_scan.skipped)
@@ -455,18 +581,12 @@ class Trainer:
         return report
 
     # -- evaluation and the warm start ----------------------------------------------------------
-    def evaluate(self, envs: BatchedAlfWorld, writer: TranscriptWriter | None, policy=None) -> dict:
+    def evaluate(self, envs: BatchedEnvs, writer: TranscriptWriter | None, policy=None) -> dict:
         """The evaluator's summary on the held-out games, plus `won` per episode id."""
         specs = make_specs(self.heldout_games, self.cfg.seed, max_episodes=self.cfg.heldout_episodes or None)
         self.engine_in_sync()
-        with self.compute_precision():
-            records = play_episodes(
-                envs,
-                policy or self.eval_policy,
-                specs,
-                progress="evaluate",
-                on_episode_end=writer.write if writer is not None else None,
-            )
+        policy = policy or self.eval_policy
+        records = self.play(envs, policy, specs, writer, "evaluate", shard_by=lambda index, spec: index).everyone
         return summarize(records).to_json() | {"won": {r.episode_id: int(r.won) for r in records}}
 
     def warm_start(self) -> None:
@@ -478,6 +598,8 @@ class Trainer:
             num_envs=self.cfg.num_envs,
             num_workers=self.cfg.num_workers or None,
             seed=self.cfg.seed,
+            env_backend=self.cfg.env_backend,
+            ray_address=self.cfg.ray_address or None,
             trust_game_files=self.cfg.trust_game_files,
         )
         losses = clone_behaviour(
@@ -502,36 +624,87 @@ class Trainer:
 
     # -- one optimizer step ---------------------------------------------------------------------
     def optimizer_step(
-        self, samples: Sequence[Sample], ref: Sequence[torch.Tensor] | None, p: float
+        self,
+        samples: Sequence[Sample],
+        ref: Sequence[torch.Tensor] | None,
+        p: float,
+        total_measure: float | None = None,
+        total_tokens: int | None = None,
     ) -> dict[str, float] | None:
-        """One minibatch: gradients accumulated over micro-batches (each weighted by its share of
-        the weight of the samples that have loss tokens: one without any takes no share, so it
-        cannot inflate its neighbours'), clipped, applied. None if a loss was NaN or infinite (skipped)."""
+        """One minibatch: gradients accumulated over micro-batches, each computing its exact part
+        of the minibatch's loss (its share of the samples' `policy_measure`, for the policy loss:
+        a sample without loss tokens takes no share, so it cannot inflate its neighbours'; and of
+        the loss tokens, for the KL and entropy means), clipped, applied. None if a loss was NaN
+        or infinite (skipped).
+
+        Over several ranks `samples` is this rank's part of a minibatch of `total_measure` and
+        `total_tokens` (by default these samples are all of it): the ranks' gradients add up to
+        the whole minibatch's, and so do their parts of the metrics."""
         self.optimizer.zero_grad(set_to_none=True)
-        micro, total_weight = self.cfg.micro_batch_size, sum(map(loss_weight, samples))
+        micro = self.cfg.micro_batch_size
+        if total_measure is None:
+            total_measure = sum(self.sample_tag(0, sample)[1] for sample in samples)
+        total_tokens = sum(sum(s.loss_mask) for s in samples) if total_tokens is None else total_tokens
         metrics: dict[str, float] = {}
-        refs = micro_batches(ref, micro) if ref else None
-        for index, chunk in enumerate(micro_batches(samples, micro)):
-            loss, chunk_metrics = self.micro_batch_loss(chunk, refs[index] if refs else None, p)
+        refs = micro_batches(ref, micro) if ref else [None] * len(samples)
+        finite = True
+        for pair in self.sharing.lockstep(list(zip(micro_batches(samples, micro), refs))):
+            if pair is None:  # FSDP2: an idle pass keeps this rank in step with the others
+                self.idle_pass()
+                continue
+            chunk, chunk_ref = pair
+            share = sum(self.sample_tag(0, s)[1] for s in chunk) / total_measure if total_measure else 0.0
+            token_share = sum(sum(s.loss_mask) for s in chunk) / total_tokens if total_tokens else 0.0
+            if self.cfg.loss_shares == "verl":  # every term scaled by the micro-batch's share of the samples
+                token_share = share
+            loss, chunk_metrics = self.micro_batch_loss(chunk, chunk_ref, p, share, token_share)
             if not torch.isfinite(loss):
-                self._bad_step()
-                return None
-            share = sum(map(loss_weight, chunk)) / total_weight if total_weight else 0.0
-            self.scaler.scale(loss * share).backward()
-            for key, value in chunk_metrics.items():
-                metrics[key] = metrics.get(key, 0.0) + float(value) * len(chunk) / len(samples)
+                finite = False
+                if not self.ranks.distributed:
+                    break
+            self.scaler.scale(loss * self.sharing.loss_scale).backward()
+            for key, value in chunk_metrics.items():  # the minibatch's metrics, weighted as its loss is
+                part = token_share if key in TOKEN_MEAN_METRICS else share
+                metrics[key] = metrics.get(key, 0.0) + float(value) * part
+        if self.ranks.any(not finite):
+            self._bad_step()
+            return None
         self.state.bad_steps = 0
+        parameters = list(trainable_parameters(self.model).values())
+        self.sharing.reduce_gradients(parameters)
         self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(
-            list(trainable_parameters(self.model).values()), self.cfg.max_grad_norm or float("inf")
-        )
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.cfg.max_grad_norm or float("inf"))
         self.scaler.step(self.optimizer)  # float16: skipped when a gradient overflowed, and the scale lowered
         self.scaler.update()
-        return metrics | {"loss/grad_norm": float(norm)}
+        return metrics | {"loss/grad_norm": float(whole(norm))}
 
-    def micro_batch_loss(self, samples: Sequence[Sample], ref: Sequence[torch.Tensor] | None, p: float):
-        """(loss, metrics) of one micro-batch: the preset's loss + KL - entropy bonus, and what
-        the exponent could change on it (`exponent_diagnostics`, whatever the preset)."""
+    def sample_tag(self, group: int, sample: Sample) -> tuple[int, float, int]:
+        """What the ranks tell each other of a sample (`holderpo.distributed.sample_layout`): its
+        group, how much it counts in the policy loss's mean (`policy_measure`; under
+        loss_shares=verl its loss weight, verl's share of a micro-batch), its loss tokens."""
+        tokens = sum(sample.loss_mask)
+        if self.cfg.loss_shares == "verl":
+            return group, loss_weight(sample), tokens
+        return group, policy_measure(self.preset, sample.weight, tokens), tokens
+
+    def idle_pass(self) -> None:
+        """A forward and backward that changes no gradient: FSDP2's collectives need every rank
+        to run as many as the busiest one."""
+        eos = self.tokenizer.eos_token_id
+        filler = Sample([eos], [eos], [0.0], [False], [None], 0.0, 0.0, -1)
+        (self._score([filler]).logprobs.sum() * 0.0).backward()
+
+    def micro_batch_loss(
+        self,
+        samples: Sequence[Sample],
+        ref: Sequence[torch.Tensor] | None,
+        p: float,
+        policy_share: float = 1.0,
+        token_share: float = 1.0,
+    ):
+        """(loss, metrics) of one micro-batch: its part of the minibatch's preset loss + KL -
+        entropy bonus (`total_loss`'s shares), and what the exponent could change on it
+        (`exponent_diagnostics`, whatever the preset)."""
         cfg = self.cfg
         scored = self._score(samples, with_entropy=cfg.entropy_coef > 0)
         batch = Minibatch.from_samples(samples, ref, scored.mask)
@@ -550,6 +723,8 @@ class Trainer:
             kl_estimator=cfg.kl_estimator,
             entropy=scored.entropy,
             entropy_coef=cfg.entropy_coef,
+            policy_share=policy_share,
+            token_share=token_share,
         )
         return loss, metrics | {f"exponent/{key}": value for key, value in diagnostics.items()}
 
@@ -561,11 +736,12 @@ class Trainer:
         minibatches, covering every sample once): same shapes, same kernels, so at the first
         minibatch every ratio is exactly 1, in bf16 too."""
         rescored = list(samples)
-        for mb_index in first_epoch:
-            for chunk in micro_batches(list(mb_index), self.cfg.micro_batch_size):
-                scored = self._score([samples[i] for i in chunk])
-                for i, row, mask in zip(chunk, scored.logprobs, scored.mask):
-                    rescored[i] = with_old_logprobs(samples[i], row[mask].tolist())
+        with self.sharing.gathered(self.model):  # FSDP2: each rank scores its own samples
+            for mb_index in first_epoch:
+                for chunk in micro_batches(list(mb_index), self.cfg.micro_batch_size):
+                    scored = self._score([samples[i] for i in chunk])
+                    for i, row, mask in zip(chunk, scored.logprobs, scored.mask):
+                        rescored[i] = with_old_logprobs(samples[i], row[mask].tolist())
         return rescored
 
     def reference_logprobs(self, samples: Sequence[Sample]) -> list[torch.Tensor]:
@@ -591,7 +767,7 @@ class Trainer:
 
     def compute_precision(self) -> contextlib.AbstractContextManager:
         """Forward passes run inside this: autocast to `dtype` (nothing under float32)."""
-        return compute_precision(self.cfg.device, self.cfg.dtype)
+        return compute_precision(self.device, self.cfg.dtype)
 
     def _replay(self, admissible: list[str], response_ids: list[int]) -> list:
         if self.cfg.decoding == "free":
@@ -612,12 +788,19 @@ class Trainer:
 
     # -- the generation engine ------------------------------------------------------------------
     def _vllm_engine(self):
-        from agents.vllm_engine import VLLMEngine
+        """vLLM in this process, or in `engine_workers` Ray actors (`agents.ray_engine`)."""
+        from agents.ray_engine import make_vllm_engine
 
         if self.trunk_layers:
             self.echo("note: vLLM records no trunk states: updates run the whole model's forward")
             self.trunk_layers = None
-        return VLLMEngine.for_model(self.model, self.tokenizer, dtype=self.cfg.dtype)
+        return make_vllm_engine(
+            self.model,
+            self.tokenizer,
+            dtype=self.cfg.dtype,
+            workers=self.cfg.engine_workers,
+            ray_address=self.cfg.ray_address or None,
+        )
 
     def engine_in_sync(self) -> None:
         """Push the model's weights to a separate engine if they changed since the last push (an
@@ -656,22 +839,29 @@ class Trainer:
         return self.run_dir / "checkpoints" / f"iter_{iteration:04d}"
 
     def save(self, target: Path) -> None:
-        weights = {name: p.detach().clone() for name, p in trainable_parameters(self.model).items()}
-        info = {"iteration": self.state.iteration, "config": self.cfg.to_dict(), "run": self.cfg.name}
-        reference = self.reference.weights if self.reference is not None else None
-        save_checkpoint(
-            target,
-            self.model,
-            self.tokenizer,
-            self.optimizer,
-            {
-                "weights": weights,
-                "reference": reference,
-                "state": self.state.to_dict(),
-                "grad_scaler": self.scaler.state_dict(),  # {} unless float16
-            },
-            info,
-        )
+        """A checkpoint of whole tensors (gathered from every rank under FSDP2), written by rank 0:
+        the same files whatever the number of ranks, so a run resumes on any number of them."""
+        weights = self.sharing.full_weights(self.model)
+        optimizer_state = self.sharing.full_optimizer_state(self.optimizer)
+        model_state = self.sharing.full_model_state(self.model)
+        if self.ranks.is_main:
+            info = {"iteration": self.state.iteration, "config": self.cfg.to_dict(), "run": self.cfg.name}
+            reference = self.reference.weights if self.reference is not None else None
+            save_checkpoint(
+                target,
+                self.model,
+                self.tokenizer,
+                optimizer_state,
+                {
+                    "weights": weights,
+                    "reference": reference,
+                    "state": self.state.to_dict(),
+                    "grad_scaler": self.scaler.state_dict(),  # {} unless float16
+                },
+                info,
+                model_state=model_state,
+            )
+        self.ranks.barrier()  # no rank goes on (or resumes) before the checkpoint is whole
 
     def _restore(self) -> None:
         """Resume from the newest intact checkpoint of the run folder; a damaged one (cut short by
@@ -693,8 +883,8 @@ class Trainer:
         saved = load_trainer_state(checkpoint)
         self._check_weights(checkpoint, saved["weights"])
         try:
-            self.optimizer.load_state_dict(saved["optimizer"])
-        except (ValueError, KeyError, TypeError) as error:
+            self.sharing.load_optimizer_state(self.optimizer, saved["optimizer"])
+        except (ValueError, KeyError, TypeError, IndexError) as error:
             raise CheckpointError(f"its optimizer state does not fit this run ({error})") from None
         self._load_weights(saved["weights"])
         if self.reference is not None and saved.get("reference"):
@@ -736,4 +926,4 @@ class Trainer:
         parameters = trainable_parameters(self.model)
         with torch.no_grad():
             for name, tensor in weights.items():
-                parameters[name].copy_(tensor)
+                parameters[name].copy_(shaped_like(parameters[name], tensor))

@@ -187,7 +187,7 @@ def test_trainer_records_states_only_for_a_frozen_trunk_and_step_prompts(
     )
     trainer = Trainer(config, tmp_path / "run", echo=lambda _: None)
     with BatchedAlfWorld(4, 1, max_steps=3) as batch, TranscriptWriter(tmp_path / "t.jsonl", "p") as writer:
-        records = trainer.collect(batch, 0, writer)
+        records = trainer.collect(batch, 0, writer).records
     per_step, _, _ = advantages(records, "drgrpo", 10.0, 0.1)
     samples = build_samples(records, per_step, [True] * len(records), context, trainer._replay)
     assert samples and all((s.trunk_states is not None) == recorded for s in samples)

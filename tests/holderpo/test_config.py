@@ -142,6 +142,7 @@ def test_a_shipped_config_loads_by_name_from_an_installed_wheel(tmp_path):
         ({"grpo_statistics": "steps", "estimator": "rloo"}, "--grpo-statistics steps: expected --estimator grpo"),
         ({"invalid_penalty_mode": "step"}, "expected --grpo-statistics steps"),
         ({"prompt_style": "verl_agent", "output_format": "action"}, "--prompt-style verl_agent"),
+        ({"engine_workers": 2}, "--engine-workers 2: engine workers hold vLLM engines, expected --engine vllm"),
     ],
 )
 def test_recipe_options_that_do_not_fit_together_are_refused(options, message):

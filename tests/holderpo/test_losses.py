@@ -17,6 +17,7 @@ from holderpo.losses import (
     holder_policy_loss,
     holder_weights,
     log_holder_mean,
+    policy_measure,
     ppo_token_loss,
     total_loss,
 )
@@ -714,6 +715,53 @@ def test_total_loss_is_the_presets_loss_plus_kl_minus_entropy(name):
     if preset.aggregation is None:  # the config's clip ranges reach the loss
         tight, _ = preset.loss(logp, old_logp, advantages, mask, 0.5, weights=weights, clip_low=1e-4, clip_high=1e-4)
         assert not torch.equal(tight, policy)
+
+
+@pytest.mark.parametrize("name", ["holderpo", "holderpo_token", "grpo_verl", "drgrpo", "ppo"])
+def test_micro_batch_parts_add_up_to_the_batch_loss(name):
+    """Cut a batch into micro-batches of unequal sizes, weights and token counts: with their
+    shares of the batch's `policy_measure` and loss tokens, their losses sum to the batch's
+    (policy loss, KL and entropy terms alike), so an update does not depend on how it is cut."""
+    gen = torch.Generator().manual_seed(3)
+    logp = -torch.rand(5, 6, generator=gen, dtype=torch.float64) * 3
+    old_logp = logp + 0.2 * torch.randn(5, 6, generator=gen, dtype=torch.float64)
+    ref_logp = logp + 0.3 * torch.randn(5, 6, generator=gen, dtype=torch.float64)
+    entropy = torch.rand(5, 6, generator=gen, dtype=torch.float64)
+    mask = torch.rand(5, 6, generator=gen) > 0.3
+    advantages = torch.tensor([1.0, -0.5, 2.0, 0.3, -1.2], dtype=torch.float64)
+    weights = torch.tensor([1.0, 2.0, 0.5, 1.0, 1.5], dtype=torch.float64)
+    preset = get_preset(name)
+    options = {"ref_logp": ref_logp, "kl_coef": 0.05, "entropy": entropy, "entropy_coef": 0.01}
+
+    def loss(rows, **shares):
+        take = {key: value[rows] if isinstance(value, torch.Tensor) else value for key, value in options.items()}
+        return total_loss(
+            preset,
+            logp[rows],
+            old_logp[rows],
+            advantages[rows],
+            mask[rows],
+            0.5,
+            weights=weights[rows],
+            **take,
+            **shares,
+        )[0]
+
+    measures = [policy_measure(preset, float(w), int(m.sum())) for w, m in zip(weights, mask)]
+    whole = loss([0, 1, 2, 3, 4])
+    parts = [[0, 3], [1], [2, 4]]
+    total_tokens = int(mask.sum())
+    summed = sum(
+        loss(
+            rows,
+            policy_share=sum(measures[i] for i in rows) / sum(measures),
+            token_share=int(mask[rows].sum()) / total_tokens,
+        )
+        for rows in parts
+    )
+    assert float(summed) == pytest.approx(float(whole), rel=1e-12)
+    by_samples = sum(loss(rows) * len(rows) / 5 for rows in parts)  # a plain average of the parts
+    assert float(by_samples) != pytest.approx(float(whole), rel=1e-6)
 
 
 def test_exponent_diagnostics_measure_what_p_can_change():

@@ -383,6 +383,7 @@ def _trainer(model_dir: str, run_dir: Path, preset: str, p: float) -> Trainer:
         "minibatch_size": ROWS,
         "micro_batch_size": ROWS // 2,
         "recompute_old_logprobs": "never",
+        "loss_shares": "verl",  # verl's micro-batch scaling, which the official update follows
     }
     return Trainer(load_config(None, options), run_dir, echo=lambda _: None)
 
@@ -480,8 +481,8 @@ def parity(preset: str, p: float | None, weights: Weights, batch: OfficialBatch,
     losses = []
     micro_batch_loss = trainer.micro_batch_loss
 
-    def recording(chunk, chunk_ref, p_value):
-        loss, metrics = micro_batch_loss(chunk, chunk_ref, p_value)
+    def recording(chunk, chunk_ref, p_value, *shares):
+        loss, metrics = micro_batch_loss(chunk, chunk_ref, p_value, *shares)
         losses.append((loss.detach(), len(chunk)))
         return loss, metrics
 
@@ -489,7 +490,7 @@ def parity(preset: str, p: float | None, weights: Weights, batch: OfficialBatch,
     assert trainer.optimizer_step(samples, trainer.reference_logprobs(samples), p_used) is not None
     assert [n for _, n in losses] == [ROWS // 2, ROWS // 2]
     assert all(loss.dtype == torch.float64 for loss, _ in losses)
-    ours_loss = sum(loss * n / ROWS for loss, n in losses)  # each micro-batch's share of the samples
+    ours_loss = sum(loss for loss, _ in losses)  # each micro-batch's loss is its part of the minibatch's
 
     # the official semantics, on a copy of the same weights
     model = copy.deepcopy(weights.current).requires_grad_(True)

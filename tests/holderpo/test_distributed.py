@@ -1,0 +1,202 @@
+"""Training over several processes, for real: torchrun starts the ranks, gloo connects them on the
+CPU, each in a network namespace of its own that holds only the loopback interface (torchrun's
+rendezvous store listens on every interface; nothing here may listen beyond 127.0.0.1)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from holderpo.checkpoint import load_trainer_state
+from holderpo.distributed import sample_layout
+from tests.conftest import FIXTURE_GAMES, TEST_RUN_OPTIONS, run_flags
+
+REPO = Path(__file__).parent.parent.parent
+RANK_SCRIPT = Path(__file__).parent / "ranks_update.py"
+
+
+def _namespaces_work() -> bool:
+    try:
+        probe = subprocess.run(["unshare", "--net", "ip", "link", "set", "lo", "up"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return probe.returncode == 0
+
+
+pytestmark = pytest.mark.skipif(
+    not _namespaces_work(), reason="needs `unshare --net` and `ip` (root, or user namespaces) to keep ranks on loopback"
+)
+
+
+def loopback_only(command: list[str]) -> list[str]:
+    """`command` run in a new network namespace whose only interface is loopback, brought up."""
+    return ["unshare", "--net", "sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
+
+
+def torchrun(*arguments: str) -> list[str]:
+    return loopback_only([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", *arguments])
+
+
+def _run(command: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO, env=_env())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    return result
+
+
+def _env() -> dict:
+    return os.environ | {"PYTHONPATH": str(REPO)}
+
+
+def test_sample_layout_puts_every_rank_sample_where_one_process_has_it():
+    # one process: groups 0..3 in order, each group's samples in order
+    one = [(0, 1.0, 3), (0, 0.0, 0), (1, 1.0, 2), (2, 0.5, 5), (2, 1.0, 1), (2, 1.0, 4), (3, 1.0, 2)]
+    rank0 = [one[i] for i in (0, 1, 3, 4, 5)]  # groups 0 and 2
+    rank1 = [one[i] for i in (2, 6)]  # groups 1 and 3
+    layouts = [sample_layout([rank0, rank1], rank) for rank in (0, 1)]
+    assert all(layout.measures == tuple(w for _, w, _ in one) for layout in layouts)
+    assert all(layout.tokens == tuple(t for *_, t in one) for layout in layouts)
+    assert layouts[0].local == {0: 0, 1: 1, 3: 2, 4: 3, 5: 4} and layouts[1].local == {2: 0, 6: 1}
+    assert layouts[0].held([6, 3, 0, 2]) == [2, 0] and layouts[1].held([6, 3, 0, 2]) == [1, 0]
+    assert layouts[0].measure([1, 3, 6]) == 1.5 and layouts[1].token_count([1, 3, 6]) == 7
+
+
+def _update(model_dir: str, finetune: str, scoring: str, out: Path, ranks: int) -> dict:
+    arguments = [str(RANK_SCRIPT), model_dir, finetune, scoring, str(out)]
+    _run(torchrun(*arguments) if ranks == 2 else [sys.executable, *arguments])
+    return torch.load(out)
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max((a[name] - b[name]).abs().max().item() for name in a)
+
+
+@pytest.mark.parametrize("finetune, sharing", [("top", "Replicated"), ("lora", "Replicated"), ("full", "FullySharded")])
+def test_two_rank_update_equals_one_process(tiny_model_dir, tmp_path, finetune, sharing):
+    """Each rank trains on its own groups' samples of every minibatch (uneven: 7 and 5 samples,
+    some minibatches none on one rank). One step on the whole batch applies the one-process
+    gradient and leaves its weights to 1e-6 in float32, and so do 6 more minibatch steps; the
+    minibatch losses and gradient norms agree too."""
+    # FSDP2 scores from the model's logits (its sharded output layer exists whole only inside the
+    # forward): the one-process run compared over several steps scores the same way
+    scoring = "logits" if finetune == "full" else "default"
+    one = _update(tiny_model_dir, finetune, scoring, tmp_path / "one.pt", ranks=1)
+    two = _update(tiny_model_dir, finetune, scoring, tmp_path / "two.pt", ranks=2)
+    assert (one["kind"], two["kind"]) == ("Replicated", sharing)
+    assert _max_difference(one["initial"], two["initial"]) == 0
+    assert _max_difference(one["initial"], two["weights"]) > 1e-4  # the updates moved the weights
+    for stage in ("grads", "stepped", "weights"):
+        assert _max_difference(one[stage], two[stage]) < 1e-6, stage
+    for ours, theirs in zip(one["metrics"], two["metrics"]):
+        assert ours["update/steps"] == theirs["update/steps"]
+        assert abs(ours["loss/policy"] - theirs["loss/policy"]) < 1e-6
+        # the norm sums 6.4 million squares in float32, in another order over the shards
+        assert theirs["loss/grad_norm"] == pytest.approx(ours["loss/grad_norm"], rel=1e-5)
+    if finetune == "full":  # the step's gradient is also the one of the default one-process path
+        default = _update(tiny_model_dir, finetune, "default", tmp_path / "default.pt", ranks=1)
+        assert _max_difference(default["grads"], two["grads"]) < 1e-6
+
+
+def _run_args(model_dir: str, runs: Path, name: str, **extra) -> list[str]:
+    """A short run whose updates always move the weights: with every group all-lost on the tiny
+    model, the entropy bonus and the KL term still carry a gradient through every sample."""
+    options = TEST_RUN_OPTIONS | {
+        "train_games": str(FIXTURE_GAMES / "train"),
+        "heldout_games": str(FIXTURE_GAMES / "valid_seen"),
+        "heldout_episodes": 4,
+        "model": model_dir,
+        "group_size": 2,
+        "games_per_iteration": 2,
+        "max_steps": 4,
+        "num_envs": 4,
+        "num_workers": 1,
+        "minibatch_size": 4,
+        "micro_batch_size": 2,
+        "lr": 3e-3,
+        "iterations": 3,
+        "checkpoint_every": 1,
+        "finetune": "top",
+        "top_layers": 2,
+        "kl_coef": 0.05,
+        "entropy_coef": 0.01,
+        "skip_zero_signal": "false",
+        "runs_dir": str(runs),
+        "name": name,
+    }
+    return ["-m", "holderpo.cli", "train", *run_flags(options | extra)]
+
+
+def _metrics(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in row.items() if not key.startswith("time/")} for row in rows]
+
+
+def _assert_same_training(a: Path, b: Path) -> None:
+    """Two runs that played the same episodes and took the same steps (to float32 rounding)."""
+    ours, theirs = _metrics(a), _metrics(b)
+    assert [row["iteration"] for row in ours] == [row["iteration"] for row in theirs]
+    for row, other in zip(ours, theirs):
+        assert {k: v for k, v in row.items() if k.startswith("rollout/")} == {
+            k: v for k, v in other.items() if k.startswith("rollout/")
+        }
+        assert row["loss/policy"] == pytest.approx(other["loss/policy"], abs=1e-6)
+    weights_a, weights_b = (load_trainer_state(run / "final")["weights"] for run in (a, b))
+    assert _max_difference(weights_a, weights_b) < 1e-6
+
+
+def _episodes(transcript: Path) -> list[tuple]:
+    return sorted((e["episode_id"], tuple(t["action"] for t in e["turns"])) for e in map(json.loads, transcript.open()))
+
+
+def _rank_pid(rank: int, marker: str) -> int | None:
+    """The process of `rank` among torchrun's workers whose command line holds `marker`."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if marker.encode() in command and f"RANK={rank}".encode() in environ and b"holderpo.cli" in command:
+            return int(entry.name)
+    return None
+
+
+def test_two_rank_run_equals_one_process_and_a_ctrl_c_on_one_rank_resumes_on_one(tiny_model_dir, tmp_path):
+    """Ranks play whole groups and shard the held-out episodes; rank 0 writes the run folder.
+    The run equals one process's; Ctrl-C on rank 1 alone stops both ranks at the next iteration
+    boundary with a checkpoint, and one process resumes it to the same final weights."""
+    _run([sys.executable, *_run_args(tiny_model_dir, tmp_path, "one")])
+    two = _run(torchrun(*_run_args(tiny_model_dir, tmp_path, "two")))
+    assert two.stdout.count("iteration 3/3") == 1  # rank 0 speaks for the run
+    _assert_same_training(tmp_path / "one", tmp_path / "two")
+    for transcript in ("train.jsonl", "eval.jsonl"):
+        one_episodes = _episodes(tmp_path / "one" / "transcripts" / transcript)
+        assert one_episodes == _episodes(tmp_path / "two" / "transcripts" / transcript)
+    reports = [json.loads((tmp_path / run / "report.json").read_text()) for run in ("one", "two")]
+    for key in ("heldout_before", "heldout_after", "rl_gain"):
+        assert reports[0][key] == reports[1][key], key
+
+    process = subprocess.Popen(
+        torchrun(*_run_args(tiny_model_dir, tmp_path, "cut")),
+        cwd=REPO,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("iteration 1/"):
+            os.kill(_rank_pid(1, str(tmp_path / "cut")) or _rank_pid(1, "cut"), signal.SIGINT)
+    assert process.wait(timeout=300) == 0, "".join(lines)
+    assert any("holderpo train --resume" in line for line in lines)
+    assert not (tmp_path / "cut" / "final").exists()
+    resumed = _run([sys.executable, "-m", "holderpo.cli", "train", "--resume", str(tmp_path / "cut")])
+    assert "resumed from" in resumed.stdout
+    _assert_same_training(tmp_path / "two", tmp_path / "cut")
