@@ -249,6 +249,9 @@ def _generate_rows(
             generation_config=config,
             logits_processor=LogitsProcessorList([constraint_processor, sampler]),
             tokenizer=tokenizer if stop_strings else None,
+            # transformers would keep FSDP ranks generating in step; ours generate on gathered
+            # weights (`holderpo.parallel`), each for its own episodes, and must not wait for others
+            synced_gpus=False,
         )
     generations = []
     for row in range(len(prompts)):

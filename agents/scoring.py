@@ -67,6 +67,7 @@ def response_logprobs(
     with_entropy: bool = False,
     prefix_lengths: Sequence[int] | None = None,
     trunk: TrunkStates | None = None,
+    single_pass: bool = False,
 ) -> Scored:
     """Log-probs of each response token under the masks they were sampled with (see `Scored`).
 
@@ -75,12 +76,16 @@ def response_logprobs(
     `prefix_lengths[b]` prompt tokens of row b form a shared start: each distinct start runs
     through the model once (gradients included) and its rows attend to it, as in generation.
     With `trunk`, only the top blocks run, on the recorded states (same result, less work).
+    `single_pass`: one forward over all rows, without length buckets or shared starts (the same
+    result, more padding): FSDP2 needs every rank to make as many forwards as the others.
     """
+    if single_pass:
+        prefix_lengths = None
     span = max(len(r) for r in responses)
     weight = output_matrix(model)
     head = _ProjectionHead(weight) if weight is not None else _LogitsHead()
     outputs = _response_outputs(
-        model, prompts, responses, span, pad_id, prefix_lengths, trunk, hidden=weight is not None
+        model, prompts, responses, span, pad_id, prefix_lengths, trunk, weight is not None, single_pass
     )
     if weight is None:
         outputs = at_least_float32(outputs)  # logits: reductions in float32 or wider
@@ -165,15 +170,24 @@ def _plain_projection(model) -> bool:
 
 
 def _response_outputs(
-    model, prompts, responses, span: int, pad_id: int, prefix_lengths, trunk: TrunkStates | None, hidden: bool
+    model,
+    prompts,
+    responses,
+    span: int,
+    pad_id: int,
+    prefix_lengths,
+    trunk: TrunkStates | None,
+    hidden: bool,
+    single_pass: bool = False,
 ) -> torch.Tensor:
     """(B, span, V) logits, or with `hidden` (B, span, H) final hidden states, before each
     response position, rows right-aligned. Rows of similar length run together
-    (`length_buckets`), so one long prompt does not pad every other row."""
+    (`length_buckets`), so one long prompt does not pad every other row; or, with
+    `single_pass`, all in one forward."""
     prefix_lengths = list(prefix_lengths) if prefix_lengths else [0] * len(prompts)
     lengths = [len(p) - k + len(r) for p, k, r in zip(prompts, prefix_lengths, responses)]
     parts, order = [], []
-    for rows in length_buckets(lengths):
+    for rows in [list(range(len(prompts)))] if single_pass else length_buckets(lengths):
         bucket_trunk = (
             None
             if trunk is None

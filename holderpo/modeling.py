@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+from torch.distributed.tensor import DTensor
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Every weight is loaded in float32, whatever the compute precision: trained weights need it (a
@@ -97,6 +98,17 @@ class Reference:
                     yield
                 return
             parameters = trainable_parameters(self.model)
+            if any(isinstance(p, DTensor) for p in parameters.values()):
+                # FSDP2 all-gathers from its shards' own storage: the reference is copied into it
+                current = {name: p.detach().clone() for name, p in parameters.items()}
+                try:
+                    for name, p in parameters.items():
+                        p.copy_(self.weights[name])
+                    yield
+                finally:
+                    for name, p in parameters.items():
+                        p.copy_(current[name])
+                return
             current = {name: p.data for name, p in parameters.items()}
             try:
                 for name, p in parameters.items():

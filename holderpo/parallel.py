@@ -52,6 +52,8 @@ class Replicated:
 
     # losses are scaled so that the ranks' gradients sum to the one-process gradient
     loss_scale = 1.0
+    # whether every training forward is a collective that all ranks must make together
+    lockstep_forwards = False
 
     def __init__(self, ranks: Ranks):
         self.ranks = ranks
@@ -100,6 +102,7 @@ class FullySharded(Replicated):
         super().__init__(ranks)
         # FSDP2 averages gradients over ranks; the losses are built to be summed
         self.loss_scale = float(ranks.world_size)
+        self.lockstep_forwards = True
         self._modules: list = []
 
     def wrap(self, model):

@@ -246,6 +246,7 @@ def score_samples(
     trunk: TrunkStates | None = None,
     with_entropy: bool = False,
     temperature: float = 1.0,
+    single_pass: bool = False,
 ) -> Scored:
     """The model's log-probs of the samples' responses under their recorded constraints (see
     `agents.scoring.response_logprobs`); with `trunk`, on recorded trunk states (top blocks only).
@@ -261,6 +262,7 @@ def score_samples(
         with_entropy=with_entropy,
         prefix_lengths=[s.prefix_length for s in samples],
         trunk=trunk,
+        single_pass=single_pass,
     )
 
 

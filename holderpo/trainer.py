@@ -251,8 +251,6 @@ def check_ranks(config: TrainConfig, ranks: Ranks) -> None:
             f"--games-per-iteration {config.games_per_iteration}: each of the {ranks.world_size} processes "
             "plays whole groups, so draw at least one game per process"
         )
-    if config.finetune == "full" and config.kl_coef > 0:
-        raise ValueError("--kl-coef with --finetune full over several processes (FSDP2) is not supported yet: use 0")
     if config.finetune == "full" and config.engine == "vllm":
         raise ValueError("--engine vllm with --finetune full over several processes (FSDP2) is not supported yet")
 
@@ -747,7 +745,8 @@ class Trainer:
     def reference_logprobs(self, samples: Sequence[Sample]) -> list[torch.Tensor]:
         """Log-probs of the frozen reference under the same masks (one tensor per sample)."""
         out = []
-        with self.reference.active():
+        # FSDP2: the reference goes into the shards first, then is gathered (each rank scores its own)
+        with self.reference.active(), self.sharing.gathered(self.model):
             for chunk in micro_batches(samples, self.cfg.micro_batch_size):
                 scored = self._score(chunk)
                 out += [row[mask] for row, mask in zip(scored.logprobs, scored.mask)]
@@ -763,6 +762,7 @@ class Trainer:
                 trunk=recorded_trunk(samples, self.trunk_layers),
                 with_entropy=with_entropy,
                 temperature=self.cfg.temperature,
+                single_pass=self.sharing.lockstep_forwards,  # FSDP2: one forward per micro-batch on every rank
             )
 
     def compute_precision(self) -> contextlib.AbstractContextManager:
@@ -844,9 +844,9 @@ class Trainer:
         weights = self.sharing.full_weights(self.model)
         optimizer_state = self.sharing.full_optimizer_state(self.optimizer)
         model_state = self.sharing.full_model_state(self.model)
+        reference = self.reference and {name: whole(w) for name, w in self.reference.weights.items()}
         if self.ranks.is_main:
             info = {"iteration": self.state.iteration, "config": self.cfg.to_dict(), "run": self.cfg.name}
-            reference = self.reference.weights if self.reference is not None else None
             save_checkpoint(
                 target,
                 self.model,
@@ -888,7 +888,8 @@ class Trainer:
             raise CheckpointError(f"its optimizer state does not fit this run ({error})") from None
         self._load_weights(saved["weights"])
         if self.reference is not None and saved.get("reference"):
-            self.reference.weights = saved["reference"]
+            parameters = trainable_parameters(self.model)
+            self.reference.weights = {name: shaped_like(parameters[name], w) for name, w in saved["reference"].items()}
         if self.scaler.is_enabled() and saved.get("grad_scaler"):
             self.scaler.load_state_dict(saved["grad_scaler"])
         self.state = TrainerState.from_dict(saved["state"])

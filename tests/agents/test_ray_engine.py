@@ -38,7 +38,7 @@ def vllm_model(tokenizer):
 
 
 @pytest.fixture(scope="module")
-def ray_engine(vllm_model, tokenizer):
+def ray_engine(ray_env, vllm_model, tokenizer):
     """Two actors, each holding a vLLM CPU engine, on a private Ray cluster stopped afterwards
     (unless this process had one before)."""
     from agents.ray_engine import RayVLLMEngine

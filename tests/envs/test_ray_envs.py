@@ -11,12 +11,9 @@ import importlib.util
 import json
 import os
 import re
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +21,6 @@ import pytest
 
 from agents.baselines import ExpertPolicy, RandomAdmissiblePolicy
 from envs.backends import open_envs
-from envs.ray_envs import ONE_MACHINE_SWITCH
 from eval.evaluate import evaluate, summarize
 from eval.results import results_json
 from eval.sweep import sweep
@@ -36,30 +32,6 @@ if importlib.util.find_spec("ray") is None:
 
 REPO = Path(__file__).parent.parent.parent
 LOOPBACK = ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")
-
-
-@pytest.fixture(scope="module")
-def ray_env():
-    """What Ray reads when it is imported or starts a process: servers on 127.0.0.1, token
-    authentication with a token of the test's own (nothing written to ~/.ray), no usage reports,
-    and session folders (with the "current cluster" file that `ray.init("auto")` reads) of our
-    own rather than those of other Ray users of a shared machine."""
-    settings = {
-        ONE_MACHINE_SWITCH: "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-"),  # short: Ray's socket paths must fit in 107 bytes
-    }
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    yield settings
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    shutil.rmtree(settings["RAY_TMPDIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

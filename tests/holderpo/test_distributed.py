@@ -4,6 +4,7 @@ rendezvous store listens on every interface; nothing here may listen beyond 127.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from holderpo.checkpoint import load_trainer_state
 from holderpo.distributed import sample_layout
@@ -200,3 +202,30 @@ def test_two_rank_run_equals_one_process_and_a_ctrl_c_on_one_rank_resumes_on_one
     resumed = _run([sys.executable, "-m", "holderpo.cli", "train", "--resume", str(tmp_path / "cut")])
     assert "resumed from" in resumed.stdout
     _assert_same_training(tmp_path / "two", tmp_path / "cut")
+
+
+def test_fsdp2_run_saves_whole_tensors_that_one_process_resumes(tiny_model_dir, tmp_path):
+    """Full fine-tuning over 2 ranks (FSDP2, with the KL reference and the entropy bonus): the
+    checkpoints hold the whole model, and one process resumes from the first one and plays and
+    trains the same second iteration."""
+    two = _run(torchrun(*_run_args(tiny_model_dir, tmp_path, "full", finetune="full", iterations=2)))
+    assert "iteration 2/2" in two.stdout
+    saved = load_trainer_state(tmp_path / "full" / "checkpoints" / "iter_0001")
+    model = load_file(Path(tiny_model_dir) / "model.safetensors")
+    assert {name: w.shape for name, w in saved["weights"].items()} == {name: w.shape for name, w in model.items()}
+    assert saved["reference"].keys() == saved["weights"].keys()
+
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut)
+    for later in (cut / "final", cut / "checkpoints" / "iter_0002", cut / "report.json"):
+        shutil.rmtree(later) if later.is_dir() else later.unlink()
+    metrics = (cut / "metrics.jsonl").read_text().splitlines()
+    (cut / "metrics.jsonl").write_text(metrics[0] + "\n")  # as a run stopped after iteration 1 leaves it
+    _run([sys.executable, "-m", "holderpo.cli", "train", "--resume", str(cut)])
+    ours, theirs = _metrics(tmp_path / "full"), _metrics(cut)
+    assert [row["iteration"] for row in theirs] == [0, 1]
+    assert {k: v for k, v in ours[1].items() if k.startswith("rollout/")} == {
+        k: v for k, v in theirs[1].items() if k.startswith("rollout/")
+    }
+    weights = [load_trainer_state(run / "final")["weights"] for run in (tmp_path / "full", cut)]
+    assert _max_difference(*weights) < 1e-6  # the second update too, from the same checkpoint
