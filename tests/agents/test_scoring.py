@@ -114,6 +114,32 @@ def test_recorded_states_give_the_whole_models_logprobs_and_gradients(three_laye
     three_layers.zero_grad()
 
 
+def test_one_pass_scoring_equals_bucketed_scoring_with_shared_starts(three_layers, tokenizer):
+    """`single_pass` (what FSDP2 training needs: one forward per micro-batch on every rank) runs
+    all rows together without shared starts, and gives the same log-probs and gradients."""
+    policy = LLMPolicy(three_layers, tokenizer)
+    tokens = [d.tokens for d in policy.act(_turns())]
+    rows = {
+        "prompts": [t.prompt_ids for t in tokens],
+        "responses": [t.response_ids for t in tokens],
+        "allowed_sets": [policy.constraint(COMMANDS).replay(t.response_ids) for t in tokens],
+        "prefix_lengths": [t.prefix_length for t in tokens],
+    }
+    assert any(rows["prefix_lengths"])  # the bucketed path scores the shared starts apart
+
+    def scored(single_pass):
+        three_layers.zero_grad()
+        result = response_logprobs(three_layers, **rows, pad_id=tokenizer.eos_token_id, single_pass=single_pass)
+        result.logprobs.sum().backward()
+        return result, {n: p.grad.clone() for n, p in three_layers.named_parameters()}
+
+    (bucketed, bucketed_grads), (one_pass, one_pass_grads) = scored(False), scored(True)
+    torch.testing.assert_close(one_pass.logprobs, bucketed.logprobs, atol=FLOAT32_SCORING_ATOL, rtol=0)
+    for name, grad in bucketed_grads.items():
+        torch.testing.assert_close(one_pass_grads[name], grad, **FLOAT32_TENSOR_TOL, msg=name)
+    three_layers.zero_grad()
+
+
 def test_states_recorded_without_generating_equal_the_rollouts(three_layers, tokenizer):
     """Behaviour cloning records the trunk over demonstrations in one pass; it must match what a
     rollout records over the same tokens (two shared starts, rows of different lengths)."""
