@@ -157,28 +157,35 @@ def tiny_model_dir(tiny_model, tokenizer, tmp_path_factory) -> str:
     return str(folder)
 
 
-@pytest.fixture(scope="session")
-def ray_env():
-    """What Ray reads when it is imported or starts a process: servers on 127.0.0.1, token
-    authentication with a token of the test's own (nothing written to ~/.ray), no usage reports,
-    and session folders (with the "current cluster" file that `ray.init("auto")` reads) of our
-    own rather than those of other Ray users of a shared machine. One for the whole session: Ray
-    reads the token once per process, so every test module that starts Ray must share it."""
+# Ray reads these once, when first imported (vLLM imports it too, for its distributed executor):
+# they are set before any test runs. Servers on 127.0.0.1, token authentication with a token of
+# the session's own (nothing written to ~/.ray), no usage reports, and session folders (with the
+# "current cluster" file that `ray.init("auto")` reads) of our own rather than those of other
+# Ray users of a shared machine.
+RAY_SETTINGS: dict[str, str] = {}
+
+
+def pytest_configure(config):
     from envs.ray_envs import ONE_MACHINE_SWITCH
 
-    settings = {
-        ONE_MACHINE_SWITCH: "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-"),  # short: Ray's socket paths must fit in 107 bytes
-    }
-    saved = {name: os.environ.get(name) for name in settings}
-    os.environ.update(settings)
-    yield settings
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    shutil.rmtree(settings["RAY_TMPDIR"], ignore_errors=True)
+    RAY_SETTINGS.update(
+        {
+            ONE_MACHINE_SWITCH: "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_TMPDIR": tempfile.mkdtemp(prefix="ray-"),  # short: Ray's socket paths must fit in 107 bytes
+        }
+    )
+    os.environ.update(RAY_SETTINGS)
+
+
+def pytest_unconfigure(config):
+    if "RAY_TMPDIR" in RAY_SETTINGS:
+        shutil.rmtree(RAY_SETTINGS["RAY_TMPDIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def ray_env() -> dict[str, str]:
+    """The Ray settings of this test session (see RAY_SETTINGS), for tests that start processes."""
+    return RAY_SETTINGS

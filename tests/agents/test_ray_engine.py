@@ -17,6 +17,7 @@ import torch
 
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.prompts import PromptConfig
+from tests.agents.test_vllm_engine import adapted
 from tests.conftest import random_llama
 
 MISSING = [name for name in ("vllm", "ray") if importlib.util.find_spec(name) is None]
@@ -154,18 +155,9 @@ def test_generation_is_refused_while_actors_hold_other_weights(ray_engine, vllm_
 def test_a_lora_model_is_served_its_adapter_in_the_actor(ray_engine, vllm_model, tokenizer):
     """The peft model travels whole (its adapters and which tensors train) and each sync sends
     the adapters only, served by request as in process."""
-    from peft import LoraConfig, get_peft_model
-
     from agents.ray_engine import RayVLLMEngine
 
-    torch.manual_seed(0)
-    model = get_peft_model(
-        copy.deepcopy(vllm_model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
-    )
-    with torch.no_grad():  # peft starts B at zero: give the adapter an effect
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.2)
+    model = adapted(vllm_model)
     engine = RayVLLMEngine.for_model(model, tokenizer, workers=1)  # on the module's Ray instance
     probe = tokenizer.encode(PROBE, add_special_tokens=False)
     try:

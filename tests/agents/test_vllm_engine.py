@@ -162,19 +162,23 @@ def test_a_sync_makes_the_engine_generate_with_the_trained_weights(engine, vllm_
     assert again == before
 
 
-def test_a_lora_model_is_served_its_adapter_by_request_never_merged(vllm_model, tokenizer):
+def adapted(model):
+    """A peft LoRA copy of `model` whose adapters change its outputs (peft starts B at zero)."""
     from peft import LoraConfig, get_peft_model
 
-    from agents.vllm_engine import VLLMEngine
-
     torch.manual_seed(0)
-    model = get_peft_model(
-        copy.deepcopy(vllm_model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
-    )
-    with torch.no_grad():  # peft starts B at zero: give the adapter an effect
-        for name, parameter in model.named_parameters():
+    lora = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, parameter in lora.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 0.2)
+    return lora
+
+
+def test_a_lora_model_is_served_its_adapter_by_request_never_merged(vllm_model, tokenizer):
+    from agents.vllm_engine import VLLMEngine
+
+    model = adapted(vllm_model)
     engine = VLLMEngine.for_model(model, tokenizer)
     probe = tokenizer.encode("You are in the middle of a room.", add_special_tokens=False)
     assert engine.lora_request is not None
