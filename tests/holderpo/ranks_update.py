@@ -3,8 +3,8 @@ groups' samples). Two updates: one optimizer step on the whole batch (rank 0 sav
 applied and the weights after it), then two epochs of minibatch steps (rank 0 saves the weights
 after them and the metrics). `test_distributed.py` runs it both ways and compares.
 
-    python tests/holderpo/ranks_update.py MODEL_DIR FINETUNE SCORING OUT
-    torchrun --nproc_per_node 2 tests/holderpo/ranks_update.py MODEL_DIR FINETUNE SCORING OUT
+    python tests/holderpo/ranks_update.py MODEL_DIR OUT top:default lora:default full:logits
+    torchrun --nproc_per_node 2 tests/holderpo/ranks_update.py MODEL_DIR OUT top:default ...
 
 SCORING "logits" scores every token from the model's own logits, the only way FSDP2's sharded
 output layer can be used; "default" lets one process use its faster projection of the final
@@ -48,10 +48,8 @@ def fixed_batch(tokenizer) -> list[tuple[int, Sample]]:
     return batch
 
 
-def main(model_dir: str, finetune: str, scoring: str, out: str) -> None:
-    if scoring == "logits":
-        scoring_module.output_matrix = lambda model: None
-    ranks = join_process_group("cpu")
+def update_case(ranks, model_dir: str, finetune: str) -> dict:
+    """The two updates of one fine-tuning mode, from the model as saved; what rank 0 keeps."""
     config = TrainConfig(
         train_games=str(FIXTURE_GAMES / "train"),
         heldout_games="",
@@ -82,10 +80,27 @@ def main(model_dir: str, finetune: str, scoring: str, out: str) -> None:
         trainer.cfg.minibatch_size, trainer.cfg.epochs = 4, 2
         metrics = trainer.update(samples, 1, 0.5, layout)
         weights = trainer.sharing.full_weights(trainer.model)
-        if ranks.is_main:
-            saved = {"initial": initial, "grads": grads, "stepped": stepped, "weights": weights}
-            saved["metrics"] = [first, metrics]
-            torch.save(saved | {"kind": type(trainer.sharing).__name__}, out)
+    return {
+        "initial": initial,
+        "grads": grads,
+        "stepped": stepped,
+        "weights": weights,
+        "metrics": [first, metrics],
+        "kind": type(trainer.sharing).__name__,
+    }
+
+
+def main(model_dir: str, out: str, *cases: str) -> None:
+    """Each case is FINETUNE:SCORING; rank 0 saves {case: what it kept} to OUT."""
+    ranks = join_process_group("cpu")
+    plain_scoring = scoring_module.output_matrix
+    saved = {}
+    for case in cases:
+        finetune, scoring = case.split(":")
+        scoring_module.output_matrix = (lambda model: None) if scoring == "logits" else plain_scoring
+        saved[case] = update_case(ranks, model_dir, finetune)
+    if ranks.is_main:
+        torch.save(saved, out)
     leave_process_group()
 
 

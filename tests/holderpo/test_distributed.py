@@ -67,10 +67,22 @@ def test_sample_layout_puts_every_rank_sample_where_one_process_has_it():
     assert layouts[0].measure([1, 3, 6]) == 1.5 and layouts[1].token_count([1, 3, 6]) == 7
 
 
-def _update(model_dir: str, finetune: str, scoring: str, out: Path, ranks: int) -> dict:
-    arguments = [str(RANK_SCRIPT), model_dir, finetune, scoring, str(out)]
-    _run(torchrun(*arguments) if ranks == 2 else [sys.executable, *arguments])
-    return torch.load(out)
+# (fine-tuning, how the update scores, how the weights are shared over ranks). FSDP2 scores from
+# the model's logits (its sharded output layer exists whole only inside the forward): the
+# one-process run it is compared with over several steps scores the same way.
+CASES = [("top", "default", "Replicated"), ("lora", "default", "Replicated"), ("full", "logits", "FullySharded")]
+
+
+@pytest.fixture(scope="module")
+def updates(tiny_model_dir, tmp_path_factory) -> tuple[dict, dict]:
+    """Every case's updates in one process and over 2 ranks (one launch each), and the full
+    fine-tuning step of the default one-process scoring path."""
+    folder = tmp_path_factory.mktemp("updates")
+    cases = [f"{finetune}:{scoring}" for finetune, scoring, _ in CASES]
+    one = [str(RANK_SCRIPT), tiny_model_dir, str(folder / "one.pt"), *cases, "full:default"]
+    _run([sys.executable, *one])
+    _run(torchrun(str(RANK_SCRIPT), tiny_model_dir, str(folder / "two.pt"), *cases))
+    return torch.load(folder / "one.pt"), torch.load(folder / "two.pt")
 
 
 def _max_difference(a: dict, b: dict) -> float:
@@ -78,21 +90,26 @@ def _max_difference(a: dict, b: dict) -> float:
     return max((a[name] - b[name]).abs().max().item() for name in a)
 
 
-@pytest.mark.parametrize("finetune, sharing", [("top", "Replicated"), ("lora", "Replicated"), ("full", "FullySharded")])
-def test_two_rank_update_equals_one_process(tiny_model_dir, tmp_path, finetune, sharing):
+def _assert_gradients_equal(a: dict, b: dict) -> None:
+    """Gradients summed in another order over other micro-batches: equal to float32 rounding,
+    1e-5 of each element (the output layer's sums over 49k logits) and 1e-6 absolute."""
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("finetune, scoring, sharing", CASES)
+def test_two_rank_update_equals_one_process(updates, finetune, scoring, sharing):
     """Each rank trains on its own groups' samples of every minibatch (uneven: 7 and 5 samples,
     some minibatches none on one rank). One step on the whole batch applies the one-process
-    gradient and leaves its weights to 1e-6 in float32, and so do 6 more minibatch steps; the
-    minibatch losses and gradient norms agree too."""
-    # FSDP2 scores from the model's logits (its sharded output layer exists whole only inside the
-    # forward): the one-process run compared over several steps scores the same way
-    scoring = "logits" if finetune == "full" else "default"
-    one = _update(tiny_model_dir, finetune, scoring, tmp_path / "one.pt", ranks=1)
-    two = _update(tiny_model_dir, finetune, scoring, tmp_path / "two.pt", ranks=2)
+    gradient and leaves the one-process weights to 1e-6 in float32, and so do 6 more minibatch
+    steps; the minibatch losses and gradient norms agree too."""
+    one, two = (result[f"{finetune}:{scoring}"] for result in updates)
     assert (one["kind"], two["kind"]) == ("Replicated", sharing)
     assert _max_difference(one["initial"], two["initial"]) == 0
     assert _max_difference(one["initial"], two["weights"]) > 1e-4  # the updates moved the weights
-    for stage in ("grads", "stepped", "weights"):
+    _assert_gradients_equal(one["grads"], two["grads"])
+    for stage in ("stepped", "weights"):
         assert _max_difference(one[stage], two[stage]) < 1e-6, stage
     for ours, theirs in zip(one["metrics"], two["metrics"]):
         assert ours["update/steps"] == theirs["update/steps"]
@@ -100,8 +117,7 @@ def test_two_rank_update_equals_one_process(tiny_model_dir, tmp_path, finetune, 
         # the norm sums 6.4 million squares in float32, in another order over the shards
         assert theirs["loss/grad_norm"] == pytest.approx(ours["loss/grad_norm"], rel=1e-5)
     if finetune == "full":  # the step's gradient is also the one of the default one-process path
-        default = _update(tiny_model_dir, finetune, "default", tmp_path / "default.pt", ranks=1)
-        assert _max_difference(default["grads"], two["grads"]) < 1e-6
+        _assert_gradients_equal(updates[0]["full:default"]["grads"], two["grads"])
 
 
 def _run_args(model_dir: str, runs: Path, name: str, **extra) -> list[str]:
