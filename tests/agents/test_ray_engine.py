@@ -17,7 +17,7 @@ import torch
 
 from agents.llm_policy import DecodingConfig, LLMPolicy
 from agents.prompts import PromptConfig
-from tests.agents.test_vllm_engine import adapted
+from tests.agents.test_vllm_engine import adapted, assert_adapter_syncs
 from tests.conftest import random_llama
 
 MISSING = [name for name in ("vllm", "ray") if importlib.util.find_spec(name) is None]
@@ -161,14 +161,7 @@ def test_a_lora_model_is_served_its_adapter_in_the_actor(ray_engine, vllm_model,
     engine = RayVLLMEngine.for_model(model, tokenizer, workers=1)  # on the module's Ray instance
     probe = tokenizer.encode(PROBE, add_special_tokens=False)
     try:
-        assert engine.sync_error(model, probe) < LOGPROB_TOLERANCE
-        with torch.no_grad():
-            for name, parameter in model.named_parameters():
-                if "lora_A" in name:
-                    parameter.add_(0.3 * torch.randn_like(parameter))
-        assert engine.sync_error(model, probe) > 0.01
-        engine.sync(model)
-        assert engine.sync_error(model, probe) < LOGPROB_TOLERANCE
+        assert_adapter_syncs(engine, model, probe)
     finally:
         engine.close()
 

@@ -175,13 +175,8 @@ def adapted(model):
     return lora
 
 
-def test_a_lora_model_is_served_its_adapter_by_request_never_merged(vllm_model, tokenizer):
-    from agents.vllm_engine import VLLMEngine
-
-    model = adapted(vllm_model)
-    engine = VLLMEngine.for_model(model, tokenizer)
-    probe = tokenizer.encode("You are in the middle of a room.", add_special_tokens=False)
-    assert engine.lora_request is not None
+def assert_adapter_syncs(engine, model, probe) -> None:
+    """The engine serves `model`'s adapter; after the adapter changes it no longer does, until a sync."""
     assert engine.sync_error(model, probe) < LOGPROB_TOLERANCE
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -190,6 +185,16 @@ def test_a_lora_model_is_served_its_adapter_by_request_never_merged(vllm_model, 
     assert engine.sync_error(model, probe) > 0.01
     engine.sync(model)
     assert engine.sync_error(model, probe) < LOGPROB_TOLERANCE
+
+
+def test_a_lora_model_is_served_its_adapter_by_request_never_merged(vllm_model, tokenizer):
+    from agents.vllm_engine import VLLMEngine
+
+    model = adapted(vllm_model)
+    engine = VLLMEngine.for_model(model, tokenizer)
+    probe = tokenizer.encode("You are in the middle of a room.", add_special_tokens=False)
+    assert engine.lora_request is not None
+    assert_adapter_syncs(engine, model, probe)
     assert engine.lora_request.lora_int_id == engine.version
 
 
