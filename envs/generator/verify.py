@@ -3,8 +3,9 @@
 A game is kept only if alfworld's handcoded expert wins it (its commands become the stored
 walkthrough, as `alfworld-generate` does); on a sample, alfworld's planner expert
 (fast-downward) must win it too. Both run as alfworld wires them, PddlEnv -> AlfredDemangler ->
-AlfredInfos -> AlfredExpert, with `envs.expert.SortedFacts` before the expert so that its
-walkthrough does not depend on Python's string hashing. The PDDL engine is our fast one
+AlfredInfos -> the expert, which is `envs.expert`'s (alfworld's handcoded expert with its
+put-tracking mended, facts sorted so that its walkthrough does not depend on Python's string
+hashing). The PDDL engine is our fast one
 (`envs.fast_engine`, byte-identical outputs to textworld's, many times quicker) where the
 installed textworld is supported.
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 import textworld
 from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredExpert, AlfredInfos
 
-from envs.expert import SortedFacts
+from envs.expert import SortedFacts, with_handcoded_expert
 from envs.fast_engine import pddl_env_class
 
 # AlfredExpert gives its handcoded agent this many steps before it raises "Timeout".
@@ -28,6 +29,8 @@ def make_env(expert_type: str | None = None) -> textworld.core.Environment:
     """The PDDL engine with alfworld's wrappers; `expert_type`: None, "handcoded", "planner"."""
     infos = textworld.EnvInfos(admissible_commands=True, won=True, extras=["gamefile"])
     env = AlfredInfos(AlfredDemangler(pddl_env_class()(infos)))
+    if expert_type == "handcoded":
+        return with_handcoded_expert(env)
     return env if expert_type is None else AlfredExpert(SortedFacts(env), expert_type=expert_type)
 
 
@@ -79,9 +82,9 @@ class Verifier:
     def reliably_wins(self, game_file: Path, seeds: list[int], max_steps: int) -> bool:
         """The handcoded expert wins within `max_steps` under every one of `seeds`.
 
-        Where the expert's random choices matter (it can wander for dozens of steps in
-        pick_two games), this keeps only scenes it solves whatever its seed, so that an
-        evaluation of the expert with its own seeds and the usual step limit wins them too.
+        The expert still breaks ties at random (which object to take, what to do when it would
+        repeat itself), so this keeps only scenes it solves under several seeds: an evaluation of
+        the expert with its own seeds and the usual step limit then wins them too.
         """
         for seed in seeds:
             walkthrough = self.handcoded_walkthrough(game_file, seed)

@@ -9,17 +9,21 @@ import argparse
 import errno
 import json
 import os
+import random
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from alfworld.agents.environment.alfred_tw_env import AlfredExpert, AlfredExpertType
 from alfworld.gen import constants
 from alfworld.info import ALFRED_PDDL_PATH
 
 from envs import TASK_TYPES, AlfWorldEnv, scan_games
+from envs.expert import SortedFacts
 from envs.generator import generate_games, writer
+from envs.generator.generate import RELIABILITY_SEEDS, RELIABLE_STEPS
 from envs.generator.verify import Verifier, make_env, play
 from envs.generator.vocabulary import SPLITS, can_hold, split_floor_plans
 from envs.safety import extract_task_sentence
@@ -183,6 +187,52 @@ def test_planner_agrees_with_handcoded_expert(tiny):
         assert verifier.planner_solves(game_dir(tiny, task_type) / "game.tw-pddl")
 
 
+def stock_expert_walk(game_file: Path, seed: int, limit: int = 80) -> list[str]:
+    """alfworld's stock handcoded expert (facts sorted, put-tracking not mended), `limit` steps at most."""
+    env = AlfredExpert(SortedFacts(make_env()), expert_type=AlfredExpertType.HANDCODED)
+    random.seed(seed)
+    env.load(str(game_file))
+    state, commands = env.reset(), []
+    while not state["won"] and len(commands) < limit:
+        commands.append(state["extra.expert_plan"][0])
+        state, _, _ = env.step(commands[-1])
+    return commands
+
+
+def test_mended_expert_puts_the_second_object_without_wandering(tmp_path):
+    """The stock expert reads "move X to Y" as no put: holding the second object it asks to move
+    the first again (inadmissible: alfworld plays "look", then random commands). The mended one
+    places the second object as soon as it reaches the receptacle, under every seed (the
+    seed only chooses which of two visible objects it takes)."""
+    report = generate_games(tmp_path, num=3, seed=5, size="small", task_types=["pick_two_obj_and_place"])
+    verifier = Verifier()
+    for folder in report.paths:
+        game_file = folder / "game.tw-pddl"
+        for seed in range(5):
+            mended = verifier.handcoded_walkthrough(game_file, seed)
+            first_move = next(i for i, c in enumerate(mended) if c.startswith("move "))
+            assert len(mended) <= RELIABLE_STEPS and "look" not in mended[first_move:], mended
+        stock = stock_expert_walk(game_file, seed=0)
+        stock_first_move = next(i for i, c in enumerate(stock) if c.startswith("move "))
+        assert "look" in stock[stock_first_move:], "the stock expert is expected to stall after its first put"
+
+
+@pytest.mark.parametrize("size", ["tiny", "small", "alfworld"])
+def test_expert_baseline_wins_every_game_within_50_steps(tiny, tmp_path, size):
+    """Every stored walkthrough fits in a 50-step episode, and the expert baseline, under seeds
+    other than the generator's, wins every game of every task type within that limit."""
+    report = tiny if size == "tiny" else generate_games(tmp_path, num=6, seed=1, size=size, planner_every=0)
+    env = AlfWorldEnv(games=report.paths, max_steps=RELIABLE_STEPS, expert=True)
+    for folder in report.paths:
+        assert len(walkthrough(folder)) <= RELIABLE_STEPS
+        for seed in (11, 12):
+            _, info = env.reset(seed=seed, options={"game": folder})
+            terminated = truncated = False
+            while not (terminated or truncated):
+                _, _, terminated, truncated, info = env.step(info["expert_action"])
+            assert info["won"], f"{folder.parent.name}: not won within {RELIABLE_STEPS} steps (seed {seed})"
+
+
 def test_rejected_candidates_are_counted(tmp_path, monkeypatch):
     real = Verifier.handcoded_walkthrough
     calls = []
@@ -193,7 +243,9 @@ def test_rejected_candidates_are_counted(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Verifier, "handcoded_walkthrough", fail_first_candidate)
     report = generate_games(tmp_path, num=1, seed=0, task_types=["pick_heat_then_place_in_recep"], planner_every=0)
-    assert report.rejected == {"pick_heat_then_place_in_recep": 1} and report.games == 1 and len(calls) == 2
+    # the kept candidate is played once more under each reliability seed
+    assert report.rejected == {"pick_heat_then_place_in_recep": 1} and report.games == 1
+    assert len(calls) == 2 + RELIABILITY_SEEDS
 
 
 # -- bad input ------------------------------------------------------------------------------
