@@ -151,11 +151,18 @@ class LLMPolicy:
             self.decoding.max_think_tokens,
         )
 
-    def demonstration_ids(self, command: str) -> list[int]:
-        """The response tokens that play `command` (with an empty thought in the react format):
-        what behaviour cloning trains the model to write."""
-        think = self._think_close or []
-        return [*think, *self._action_open, *self._encode(command), *self._action_end]
+    def demonstration_ids(self, command: str, thought: str = "") -> list[int]:
+        """The response tokens that play `command` after `thought` (react format; empty by
+        default): what behaviour cloning trains the model to write."""
+        if thought and self._think_close is None:
+            raise ValueError("a demonstration thought needs the react output format (--output-format react)")
+        thought_ids = self._encode(thought) if thought else []
+        if len(thought_ids) > self.decoding.max_think_tokens:
+            raise ValueError(
+                f"a demonstration thought is {len(thought_ids)} tokens, over max_think_tokens "
+                f"{self.decoding.max_think_tokens}: raise --max-think-tokens ({thought!r})"
+            )
+        return [*thought_ids, *(self._think_close or []), *self._action_open, *self._encode(command), *self._action_end]
 
     def _loss_mask(self, generation: Generation, constraint: ActionConstraint | None) -> list[bool]:
         """Response tokens the loss covers, never forced ones. Under loss_tokens "action" the command's

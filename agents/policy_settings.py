@@ -42,10 +42,11 @@ RUN_OPTION = {
     "temperature": "eval_temperature",  # a checkpoint plays as its run's held-out evaluation did
     "max_steps": "max_steps",
     "prompt_style": "prompt_style",
+    "max_think_tokens": "max_think_tokens",
 }
 # setting -> the value at which the one-line description leaves it out: the runs that predate the
 # setting played by it, and their line reads as it always did
-UNNAMED_AT = {"prompt_style": OURS}
+UNNAMED_AT = {"prompt_style": OURS, "max_think_tokens": 48}
 
 
 def _s(default: Any, help: str, **choices: Any) -> Any:
@@ -74,13 +75,14 @@ class PolicySettings:
     prompt_style: str = _s(
         OURS, "ours: a short prompt; verl_agent: verl-agent's ALFWorld template (needs react)", choices=PROMPT_STYLES
     )
+    max_think_tokens: int = _s(48, "react format, constrained decoding: cap on the free thought")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):  # a checkpoint's settings are JSON: any type can come in
             value, kind = getattr(self, f.name), type(f.default)
             if not _of_kind(value, kind):
                 raise ValueError(f"--{_flag(f.name)}: expected {_KINDS[kind]}, got {value!r}")
-        for name in ("max_new_tokens", "max_steps"):
+        for name in ("max_new_tokens", "max_think_tokens", "max_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{_flag(name)}: expected a positive integer, got {getattr(self, name)}")
         if self.history < 0:
@@ -101,7 +103,9 @@ class PolicySettings:
         """The `agents.llm_policy.DecodingConfig` of these settings."""
         from agents.llm_policy import DecodingConfig
 
-        return DecodingConfig(self.decoding, self.max_new_tokens, temperature=self.temperature)
+        return DecodingConfig(
+            self.decoding, self.max_new_tokens, max_think_tokens=self.max_think_tokens, temperature=self.temperature
+        )
 
 
 _KINDS = {int: "an integer", float: "a finite number", str: "text"}

@@ -128,6 +128,19 @@ def read_task_type(game_file: Path) -> str:
     return task_type
 
 
+def read_task_params(game_file: str | Path) -> dict[str, str]:
+    """The task's parameters (object_target, parent_target, toggle_target, ...) from the
+    `traj_data.json` beside a game file, as strings; GameFileError when the file or its
+    `pddl_params` object is missing."""
+    traj_path = _game_file(game_file).parent / TRAJ_FILE
+    if not traj_path.exists():
+        raise GameFileError(traj_path, "file is missing (the task's parameters are read from it)")
+    params = _read_json(traj_path, MAX_TRAJ_FILE_BYTES).get("pddl_params")
+    if not isinstance(params, dict):
+        raise GameFileError(traj_path, "has no 'pddl_params' object")
+    return {str(key): str(value) for key, value in params.items() if isinstance(value, str)}
+
+
 def load_game(path: str | Path, trust_game_files: bool = False) -> Game:
     """Read and validate one game (a game folder or its `game.tw-pddl`).
 

@@ -90,6 +90,11 @@ class TrainConfig:
     sft_epochs: int = _f(3, "behaviour cloning epochs on the training games' walkthroughs before RL (0: none)")
     sft_lr: float = _f(3e-4, "behaviour cloning learning rate")
     sft_batch_size: int = _f(16, "behaviour cloning samples per step")
+    # off: a react warm start demonstrates an empty thought. on: a thought written from what each
+    # turn's prompt shows (agents/thoughts.py), so the model learns to reason before it acts
+    sft_thoughts: bool = _f(
+        False, "react format: demonstrations think before each command (a synthesised thought), not an empty thought"
+    )
     # -- rollouts ---------------------------------------------------------------------------
     games_per_iteration: int = _f(4, "games drawn per iteration (each played group_size times)")
     # 8 games x groups of 4 instead (on 2-epoch warm starts): +18/+17 on seeds 0/1, -9 on seed 2, whose
@@ -127,6 +132,9 @@ class TrainConfig:
         "constrained", "constrained: only admissible commands; free: any text", choices=("constrained", "free")
     )
     max_new_tokens: int = _f(64, "cap on response tokens per turn")
+    max_think_tokens: int = _f(
+        48, "react format, constrained decoding: cap on the free thought ('</think>' is forced there)"
+    )
     # verl-agent: response. Ours trains the tokens that choose the command: a small model's thought
     # gets its episode's credit whether or not it mattered (the same under the action format)
     loss_tokens: str = _f(
@@ -261,6 +269,7 @@ class TrainConfig:
             "max_steps",
             "num_envs",
             "max_new_tokens",
+            "max_think_tokens",
             "iterations",
             "epochs",
             "minibatch_size",
@@ -311,6 +320,8 @@ class TrainConfig:
                 f"--engine-workers {self.engine_workers}: engine workers hold vLLM engines, expected --engine vllm, "
                 f"got --engine {self.engine}"
             )
+        if self.sft_thoughts and self.output_format != "react":
+            raise ValueError("--sft-thoughts: demonstrations think in the react format, expected --output-format react")
         if self.prompt_style == "verl_agent" and (self.context, self.output_format) != ("step", "react"):
             raise ValueError("--prompt-style verl_agent: expected --context step and --output-format react")
         if self.minibatch_size % self.micro_batch_size:

@@ -10,6 +10,7 @@ out of the loss.
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,8 +19,12 @@ from tqdm import tqdm
 
 from agents.baselines import WalkthroughPolicy
 from agents.llm_policy import LLMPolicy
+from agents.parsing import REACT
+from agents.policy import Turn
 from agents.scoring import TrunkStates, record_trunk_states
+from agents.thoughts import EpisodeMemory, Goal, demonstration_thought
 from envs.backends import open_envs
+from envs.games import read_task_params
 from holderpo.samples import Sample, right_aligned, score_samples
 from rollouts.runner import play_episodes
 from rollouts.specs import make_specs
@@ -34,15 +39,20 @@ def demonstration_samples(
     seed: int = 0,
     env_backend: str = "local",
     ray_address: str | None = None,
+    thoughts: bool = False,
     **env_kwargs,
 ) -> list[Sample]:
     """One sample per turn of every winning walkthrough, prompted as `policy` prompts.
 
     Walkthroughs are played without the RL step limit: every turn of a demonstration teaches.
     `env_backend` and `ray_address` choose where they are played (`envs.backends.open_envs`).
+    `thoughts` (react format): each command comes after a thought written from what the turn's
+    prompt shows (`agents.thoughts`); otherwise after an empty one.
     """
     if policy.prompt.context != "step":
         raise ValueError("behaviour cloning supports the step context only; use --context step")
+    if thoughts and policy.prompt.output_format != REACT:
+        raise ValueError("demonstration thoughts need the react output format; use --output-format react")
     walker = WalkthroughPolicy()
     specs = make_specs(games, seed)
     num_envs = min(num_envs, len(specs))
@@ -54,7 +64,7 @@ def demonstration_samples(
         if turn.episode_id not in won:
             continue
         action = walker.walkthrough(turn.info["gamefile"])[turn.turn]
-        response = policy.demonstration_ids(action)
+        response = policy.demonstration_ids(action, demonstration_thought_for(policy, turn, action) if thoughts else "")
         if policy.constrained:
             constraint = policy.constraint(turn.info["admissible_commands"])
             allowed = constraint.replay(response)
@@ -77,6 +87,15 @@ def demonstration_samples(
             )
         )
     return samples
+
+
+def demonstration_thought_for(policy: LLMPolicy, turn: Turn, action: str) -> str:
+    """The thought before `action` at `turn`, from the turns the policy's prompt shows; its
+    wording drawn from (episode, turn), so the same demonstrations come out in every run."""
+    goal = Goal.from_params(turn.info["task"], turn.info["task_type"], read_task_params(turn.info["gamefile"]))
+    shown = turn.history[-policy.prompt.history :] if policy.prompt.history else ()
+    memory = EpisodeMemory.replay(shown, turn.observation)
+    return demonstration_thought(goal, memory, action, random.Random(f"{turn.episode_id}|{turn.turn}"))
 
 
 def grouped_order(samples: Sequence[Sample], rng: np.random.Generator) -> list[int]:

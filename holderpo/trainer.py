@@ -312,7 +312,11 @@ class Trainer:
         self.scaler = loss_scaler(self.device, config.dtype)  # float16 only; else a pass-through
         prompt = PromptConfig(config.context, config.history, config.output_format, style=config.prompt_style)
         decoding = DecodingConfig(
-            config.decoding, config.max_new_tokens, temperature=config.temperature, loss_tokens=config.loss_tokens
+            config.decoding,
+            config.max_new_tokens,
+            max_think_tokens=config.max_think_tokens,
+            temperature=config.temperature,
+            loss_tokens=config.loss_tokens,
         )
         self.trunk_layers = self._trunk_layers()
         # vLLM samples from its own copy of the weights, pushed before each generation that follows
@@ -598,6 +602,7 @@ class Trainer:
             seed=self.cfg.seed,
             env_backend=self.cfg.env_backend,
             ray_address=self.cfg.ray_address or None,
+            thoughts=self.cfg.sft_thoughts,
             trust_game_files=self.cfg.trust_game_files,
         )
         losses = clone_behaviour(

@@ -29,9 +29,10 @@ def test_the_fallbacks_are_the_prompt_decoding_and_env_defaults():
         prompt.history,
         prompt.output_format,
     )
-    assert (fallback.decoding, fallback.max_new_tokens, fallback.temperature) == (
+    assert (fallback.decoding, fallback.max_new_tokens, fallback.max_think_tokens, fallback.temperature) == (
         decoding.decoding,
         decoding.max_new_tokens,
+        decoding.max_think_tokens,
         decoding.temperature,
     )
     assert fallback.max_steps == DEFAULT_MAX_STEPS
@@ -51,7 +52,7 @@ def test_a_checkpoint_plays_by_its_runs_settings_unless_a_flag_says_otherwise(tm
     }
     settings, sources = resolve_settings(_checkpoint(tmp_path, run), NO_FLAGS | {"max_steps": 20})
     assert settings == PolicySettings("step", 1, "react", "free", 96, 0.5, 20)  # the run's eval temperature
-    assert sources == dict.fromkeys(NO_FLAGS, "checkpoint") | {"max_steps": "flag", "prompt_style": "default"}
+    assert sources == dict.fromkeys(NO_FLAGS, "checkpoint") | {"max_steps": "flag", "prompt_style": "default", "max_think_tokens": "default"}
     assert describe_sources(settings, sources) == (
         "settings from the checkpoint: context=step history=1 output_format=react decoding=free "
         "max_new_tokens=96 temperature=0.5; from flags: max_steps=20"

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from agents.llm_policy import DecodingConfig, LLMPolicy
+from agents.parsing import parse_output
+from agents.prompts import PromptConfig
 from holderpo.modeling import compute_precision, prepare_for_training, trainable_parameters
 from holderpo.sft import clone_behaviour, demonstration_samples, grouped_order
 from tests.conftest import FIXTURE_GAMES, TEST_RUN_OPTIONS, run_flags
@@ -35,6 +37,34 @@ def test_demonstrations_follow_the_walkthrough_with_rl_masks(tiny_model, tokeniz
     assert sorted(order) == list(range(len(samples)))
     game_of = [tuple(samples[i].prompt_ids[: samples[i].prefix_length]) for i in order]
     assert sum(a != b for a, b in zip(game_of, game_of[1:])) == 1  # each game's turns stay together
+
+
+def test_react_demonstrations_think_then_act_and_the_loss_covers_the_thought(tiny_model, tokenizer, fixture_game_files):
+    prompt = PromptConfig(history=2, output_format="react")
+    policy = LLMPolicy(tiny_model, tokenizer, prompt, DecodingConfig(max_think_tokens=48))
+    games = fixture_game_files[:2]
+    thinking = demonstration_samples(policy, games, num_envs=2, num_workers=1, thoughts=True)
+    silent = demonstration_samples(policy, games, num_envs=2, num_workers=1)
+    assert len(thinking) == len(silent) and [s.prompt_ids for s in thinking] == [s.prompt_ids for s in silent]
+    for with_thought, without in zip(thinking, silent):
+        text = tokenizer.decode(with_thought.response_ids, skip_special_tokens=True)
+        parsed = parse_output(text, "react", [])
+        command = tokenizer.decode(without.response_ids, skip_special_tokens=True).split("<action>")[1]
+        assert parsed.thought and text.endswith(f"</think>\n<action>{command}")  # the same command, after a thought
+        close = tokenizer.encode("</think>", add_special_tokens=False)
+        assert text.startswith(parsed.thought) and without.response_ids[: len(close)] == close  # an empty thought
+        thought_ids = with_thought.response_ids[: len(with_thought.response_ids) - len(without.response_ids)]
+        assert tokenizer.decode(thought_ids) == parsed.thought and with_thought.response_ids[len(thought_ids) :] == (
+            without.response_ids
+        )
+        # the thought is written freely, so every one of its tokens is in the loss, as the command's are
+        assert with_thought.loss_mask == [True] * len(thought_ids) + without.loss_mask
+
+    capped = LLMPolicy(tiny_model, tokenizer, prompt, DecodingConfig(max_think_tokens=4))
+    with pytest.raises(ValueError, match="over max_think_tokens 4: raise --max-think-tokens"):
+        demonstration_samples(capped, games[:1], num_envs=1, num_workers=1, thoughts=True)
+    with pytest.raises(ValueError, match="react output format"):
+        demonstration_samples(LLMPolicy(tiny_model, tokenizer), games[:1], num_envs=1, num_workers=1, thoughts=True)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
