@@ -10,6 +10,7 @@ noise.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -157,31 +158,73 @@ def plot_curves(
 
 
 # -- running a comparison ----------------------------------------------------------------------
-def plan_runs(losses: str, seeds: int) -> list[tuple[str, int]]:
-    """The (preset, seed) pairs of `--losses a,b,c --seeds N`, checked against the presets."""
-    from holderpo.losses import PRESETS
+@dataclass(frozen=True)
+class Method:
+    """One method of a comparison, as `--losses` names it: a preset, and for a preset that anneals
+    p, optionally its exponent: `holderpo@1` holds p = 1 for the whole run (sequence clip and all
+    else unchanged), `holderpo@2..-2` goes from 2 to -2 along the config's p_schedule."""
 
+    name: str
+    preset: str
+    p: tuple[float, float] | None = None  # (p_start, p_end); equal ends: a constant p
+
+    @classmethod
+    def parse(cls, spec: str) -> Method:
+        from holderpo.losses import PRESETS
+
+        preset, at, exponent = spec.partition("@")
+        if preset not in PRESETS:
+            raise ValueError(f"--losses: expected presets among {sorted(PRESETS)}, got {preset!r} in {spec!r}")
+        if not at:
+            return cls(spec, preset)
+        if not PRESETS[preset].annealed:
+            annealed = sorted(name for name, p in PRESETS.items() if p.annealed)
+            raise ValueError(f"--losses {spec}: only presets that anneal p take @P or @P0..P1 ({annealed})")
+        try:
+            ends = [float(end) for end in exponent.split("..")]
+        except ValueError:
+            ends = []
+        if len(ends) not in (1, 2) or not all(math.isfinite(end) for end in ends):
+            raise ValueError(
+                f"--losses {spec}: expected {preset}@P (a constant p) or {preset}@P0..P1, e.g. holderpo@2..-2"
+            )
+        return cls(spec, preset, (ends[0], ends[-1]))
+
+    def overrides(self) -> dict[str, Any]:
+        """The config options this method sets besides its preset."""
+        if self.p is None:
+            return {}
+        start, end = self.p
+        return {"p_start": start, "p_end": end} | ({"p_schedule": "constant"} if start == end else {})
+
+
+def plan_runs(losses: str, seeds: int) -> list[tuple[str, int]]:
+    """The (method, seed) pairs of `--losses a,b,c --seeds N`, each method checked (`Method.parse`)."""
     names = [name.strip() for name in losses.split(",") if name.strip()]
-    unknown = [name for name in names if name not in PRESETS]
-    if not names or unknown:
-        raise ValueError(f"--losses: expected presets among {sorted(PRESETS)}, got {losses!r}")
+    if not names:
+        raise ValueError(f"--losses: expected comma-separated presets, got {losses!r}")
+    for name in names:
+        Method.parse(name)
     if seeds < 1:
         raise ValueError(f"--seeds: expected at least 1, got {seeds}")
     return [(loss, seed) for loss in names for seed in range(seeds)]
 
 
 def method_overrides(base: TrainConfig, loss: str) -> dict[str, Any]:
-    """What a method's run changes in the shared config besides its preset: a config's
-    `clip_low`/`clip_high` are the range of the config's own `preset`, so every other method
-    trains at its published range (GSPO's 3e-4/4e-4 is a thousand times tighter than 0.2)."""
-    return {} if loss == base.preset else {"clip_low": -1.0, "clip_high": -1.0}
+    """What a method's run changes in the shared config: its preset, its exponent (`Method`), and
+    the clip range. A config's `clip_low`/`clip_high` are the range of the config's own `preset`,
+    so every other method trains at its published range (GSPO's 3e-4/4e-4 is a thousand times
+    tighter than 0.2)."""
+    method = Method.parse(loss)
+    clip = {} if method.preset == base.preset else {"clip_low": -1.0, "clip_high": -1.0}
+    return {"preset": method.preset} | method.overrides() | clip
 
 
 def method_presets(base: TrainConfig, losses: Sequence[str]) -> dict[str, LossPreset]:
     """Each method's effective loss settings under `base`, built as its run's trainer builds them."""
     from holderpo.trainer import loss_preset
 
-    return {loss: loss_preset(replace(base, preset=loss, **method_overrides(base, loss))) for loss in losses}
+    return {loss: loss_preset(replace(base, **method_overrides(base, loss))) for loss in losses}
 
 
 def settings_lines(base: TrainConfig, losses: Sequence[str]) -> list[str]:
@@ -190,7 +233,7 @@ def settings_lines(base: TrainConfig, losses: Sequence[str]) -> list[str]:
     presets = method_presets(base, losses)
     lines = [f"loss {preset.describe(base.iterations, base.estimator)}" for preset in presets.values()]
     overridden = base.clip_low != -1.0 or base.clip_high != -1.0
-    others = [loss for loss in losses if loss != base.preset]
+    others = [loss for loss in losses if Method.parse(loss).preset != base.preset]
     if overridden and others:
         lines.append(
             f"note: the config's clip range applies to its preset {base.preset} only; "
@@ -218,7 +261,7 @@ def train_or_reuse(
         echo(f"run: {run_dir.name} already finished: reused")
         return run_dir
     resume = run_dir if (run_dir / "checkpoints").is_dir() else None
-    overrides = overrides | {"preset": loss, "seed": seed, "name": run_dir.name, "runs_dir": str(out)}
+    overrides = overrides | {"seed": seed, "name": run_dir.name, "runs_dir": str(out)}
     warm = sorted(out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
     trainer = start_run(
         run_config(None if resume else source, overrides, resume),

@@ -6,8 +6,18 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
-from holderpo.comparison import markdown_table, mean_curve, method_rows, training_seconds, write_summary
+from holderpo.comparison import (
+    Method,
+    markdown_table,
+    mean_curve,
+    method_presets,
+    method_rows,
+    training_seconds,
+    write_summary,
+)
+from holderpo.config import TrainConfig
 from tests.conftest import FIXTURE_GAMES, TEST_RUN_OPTIONS, run_flags
 
 REPO = Path(__file__).parent.parent.parent
@@ -61,6 +71,18 @@ def test_mean_curve_handles_runs_of_different_length():
     assert training_seconds([{"time/rollout": 1.5}, {"time/update": 2.0}]) == 3.5
 
 
+def test_a_method_may_fix_or_anneal_its_exponent():
+    assert Method.parse("grpo") == Method("grpo", "grpo")
+    assert Method.parse("holderpo@-1").overrides() == {"p_start": -1.0, "p_end": -1.0, "p_schedule": "constant"}
+    assert Method.parse("holderpo@2..-2").overrides() == {"p_start": 2.0, "p_end": -2.0}  # the config's schedule
+    presets = method_presets(TrainConfig(iterations=5), ["holderpo@0", "holderpo@2..-2", "gmpo"])
+    assert [presets[m].schedule(i, 5) for m in ("holderpo@0", "holderpo@2..-2") for i in (0, 4)] == [0, 0, 2, -2]
+    assert presets["gmpo"].schedule(4, 5) == 0.0  # a preset that does not anneal keeps its own p
+    for bad in ("holderpo@", "holderpo@nan", "holderpo@1..2..3", "holderpo@inf"):
+        with pytest.raises(ValueError, match="expected holderpo@P"):
+            Method.parse(bad)
+
+
 def _compare(*args, timeout=900):
     return subprocess.run(
         [sys.executable, "-m", "holderpo.cli", "compare", *args],
@@ -75,6 +97,11 @@ def _compare(*args, timeout=900):
     "flags, message",
     [
         (["--losses", "holderpo,dpo"], "--losses: expected presets among"),
+        (["--losses", "gspo@1"], "--losses gspo@1: only presets that anneal p take @P"),
+        (
+            ["--losses", "holderpo@1..x"],
+            "--losses holderpo@1..x: expected holderpo@P (a constant p) or holderpo@P0..P1",
+        ),
         (["--seeds", "0"], "--seeds: expected at least 1"),
         (["--seed", "3"], "--seed: compare sets these for every run"),
         (["--heldout-games", ""], "--heldout-games: compare scores every method on held-out games"),
@@ -90,7 +117,7 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
     out = tmp_path / "cmp"
     options = [
         "--losses",
-        "holderpo,grpo",
+        "holderpo@2..-2,grpo",
         "--seeds",
         "2",
         "--out",
@@ -123,17 +150,20 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
     assert result.stdout.count("behaviour cloning epoch") == 2
     assert result.stdout.count("held-out success before RL") == 2
     for seed in (0, 1):
-        assert f"warm start taken from {out / f'holderpo-s{seed}' / 'checkpoints' / 'iter_0000'}" in result.stdout
-        first, other = (json.loads((out / f"{m}-s{seed}" / "report.json").read_text()) for m in ("holderpo", "grpo"))
+        assert f"warm start taken from {out / f'holderpo@2..-2-s{seed}' / 'checkpoints' / 'iter_0000'}" in result.stdout
+        first, other = (
+            json.loads((out / f"{m}-s{seed}" / "report.json").read_text()) for m in ("holderpo@2..-2", "grpo")
+        )
         assert other["heldout_before"] == first["heldout_before"] and other["sft"] == first["sft"]
-    for name in ("holderpo-s0", "holderpo-s1", "grpo-s0", "grpo-s1"):
-        config = (out / name / "config.yaml").read_text()
-        assert f"preset: {name.split('-')[0]}" in config and f"seed: {name[-1]}" in config
+    for name in ("holderpo@2..-2-s0", "holderpo@2..-2-s1", "grpo-s0", "grpo-s1"):
+        config = yaml.safe_load((out / name / "config.yaml").read_text())
+        assert (config["preset"], config["seed"]) == (name.split("@")[0].split("-")[0], int(name[-1]))
+        assert (config["p_start"], config["p_end"]) == ((2.0, -2.0) if "@" in name else (1.0, -1.0))
         assert (out / name / "report.json").exists()
     rows = json.loads((out / "comparison.json").read_text())["rows"]
-    assert [(r["method"], r["seeds"]) for r in rows] == [("holderpo", 2), ("grpo", 2)]
+    assert [(r["method"], r["seeds"]) for r in rows] == [("holderpo@2..-2", 2), ("grpo", 2)]
     assert all(0.0 <= r["success_after"] <= 1.0 and r["low"] <= r["success_after"] <= r["high"] for r in rows)
-    assert "| holderpo | 2 |" in (out / "comparison.md").read_text() and (out / "curves.png").stat().st_size > 0
+    assert "| holderpo@2..-2 | 2 |" in (out / "comparison.md").read_text() and (out / "curves.png").stat().st_size > 0
     assert "Partial" not in (out / "comparison.md").read_text()
     assert json.loads((out / "comparison.json").read_text())["planned_runs"] == 4
     again = _compare(*options)
@@ -141,7 +171,7 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
     # the summary written while a comparison is under way: the runs so far, marked partial
     some = {(name.split("-")[0], int(name[-1])): out / name for name in ("holderpo-s0", "holderpo-s1", "grpo-s0")}
     table = write_summary(out, some, planned=4)
-    assert "| holderpo | 2 |" in table and "| grpo | 1 |" in table and "Partial: 3 of 4 runs finished" in table
+    assert "| holderpo@2..-2 | 2 |" in table and "| grpo | 1 |" in table and "Partial: 3 of 4 runs finished" in table
     seed0 = json.loads((out / "holderpo-s0" / "report.json").read_text())["heldout_after"]["won"]
     grpo_row = json.loads((out / "comparison.json").read_text())["rows"][1]
     assert grpo_row["difference"]["n"] == len(seed0)  # paired on the held-out episodes of seed 0 only

@@ -134,8 +134,8 @@ def test_compare_uses_each_methods_published_clip_range_under_the_paper_config()
         "grpo_verl": (0.2, 0.2, False),
     }
     # the runs get the same settings: their configs drop the range of another preset
-    assert method_overrides(base, "gspo") == {"clip_low": -1.0, "clip_high": -1.0}
-    assert method_overrides(base, "holderpo") == {}
+    assert method_overrides(base, "gspo") == {"preset": "gspo", "clip_low": -1.0, "clip_high": -1.0}
+    assert method_overrides(base, "holderpo") == {"preset": "holderpo"}
     lines = settings_lines(base, ["holderpo", "gspo", "gmpo"])
     assert lines[1] == "loss gspo: sequence clip of r to [1 - 0.0003, 1 + 0.0004], Hölder mean, p = 0, advantage: grpo"
     assert lines[2].startswith("loss gmpo: token clip of log r to [-0.4, +0.4]")
