@@ -40,12 +40,22 @@ def ensure_games(config: TrainConfig, echo: Callable[[str], None] = print) -> No
     The games are built in a scratch folder beside the target and moved into place only when all
     are written, so an interrupted generation is redone by the next run, never reused half-done.
     """
-    from envs.generator import SPLITS, generate_games
+    from envs.generator import SPLITS, generate_games, outdated_games
 
     for source, count in ((config.train_games, config.generate_train), (config.heldout_games, config.generate_heldout)):
         folder = Path(source)
         asked = count and source and not source.startswith("official:")
-        if not asked or folder.is_file() or any(folder.rglob(GAME_FILE)):  # a file is checked as a game
+        if not asked or folder.is_file():  # a file is checked as a game
+            continue
+        if any(folder.rglob(GAME_FILE)):
+            if outdated := outdated_games(folder):
+                echo(
+                    visible(
+                        f"warning: {outdated} games in {folder} come from an earlier version of the "
+                        "generator (its expert's pick_two walkthroughs wander); move the folder away to have "
+                        "them generated again"
+                    )
+                )
             continue
         if folder.name not in SPLITS:
             raise ValueError(

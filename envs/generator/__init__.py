@@ -8,8 +8,8 @@ Modules, one job each: `vocabulary` (what exists where, from alfworld's tables),
 `writer` (all-or-nothing folder writes), `generate` (the loop and its report).
 """
 
-from envs.generator.generate import GenerationReport, generate_games
+from envs.generator.generate import GenerationReport, generate_games, outdated_games
 from envs.generator.scene import SIZES
 from envs.generator.vocabulary import SPLITS, TASK_TYPES
 
-__all__ = ["GenerationReport", "SIZES", "SPLITS", "TASK_TYPES", "generate_games"]
+__all__ = ["GenerationReport", "SIZES", "SPLITS", "TASK_TYPES", "generate_games", "outdated_games"]

@@ -36,6 +36,10 @@ MAX_CANDIDATES = 50
 # the limit an agent gets (a demonstration longer than that teaches a warm start to wander).
 RELIABILITY_SEEDS = 4
 RELIABLE_STEPS = 50
+# Written into each game's traj_data.json (generator.version). 2: the mended expert and the
+# 50-step rule above; games without a version came from the stock expert, whose pick_two
+# walkthroughs wander (`outdated_games` finds them).
+GENERATOR_VERSION = 2
 
 
 @dataclass
@@ -225,7 +229,14 @@ def _game_texts(candidate: scene.Scene, spec: GameSpec, rng: random.Random) -> t
     """(folder, traj_data.json, initial_state.pddl, grammar) of a candidate."""
     trial = _trial_name(spec.index, rng)
     sentence = pddl.task_sentence(candidate.task, rng)
-    info = {"name": "holderpo", "seed": spec.seed, "split": spec.split, "size": spec.size, "index": spec.index}
+    info = {
+        "name": "holderpo",
+        "version": GENERATOR_VERSION,
+        "seed": spec.seed,
+        "split": spec.split,
+        "size": spec.size,
+        "index": spec.index,
+    }
     traj = json.dumps(pddl.traj_data(candidate, trial, sentence, info), indent=2) + "\n"
     folder = f"{pddl.task_folder_name(candidate)}/{trial}"
     return folder, traj, pddl.problem_text(candidate, f"plan_{trial}"), pddl.grammar_text(sentence)
@@ -292,3 +303,17 @@ def _start_worker() -> None:
 def _build_in_worker(spec: GameSpec) -> BuiltGame:
     assert _worker is not None, "worker process was started without _start_worker"
     return _worker.build(spec)
+
+
+def outdated_games(folder: str | Path) -> int:
+    """How many games under `folder` an earlier version of this generator made (official and
+    other games are not counted): regenerate them to get the current walkthroughs."""
+    outdated = 0
+    for traj_file in Path(folder).rglob("traj_data.json"):
+        try:
+            info = json.loads(traj_file.read_text()).get("generator")
+        except (OSError, ValueError):
+            continue  # unreadable: the game loader reports it
+        if isinstance(info, dict) and info.get("name") == "holderpo":
+            outdated += info.get("version", 1) != GENERATOR_VERSION
+    return outdated

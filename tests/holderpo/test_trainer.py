@@ -402,6 +402,28 @@ def test_interrupted_game_generation_is_redone_not_reused(tmp_path, monkeypatch)
     assert [p.name for p in target.parent.iterdir()] == ["train"]
 
 
+def test_games_of_an_earlier_generator_are_kept_and_named(tmp_path):
+    from holderpo.run_folder import ensure_games
+
+    target = tmp_path / "games" / "train"
+    config = TrainConfig(**TEST_RUN_OPTIONS | {"train_games": str(target), "generate_train": 2})
+    lines = []
+    ensure_games(config, echo=lines.append)
+    assert not any("warning" in line for line in lines)
+    first = sorted(target.rglob("traj_data.json"))[0]
+    traj = json.loads(first.read_text())
+    del traj["generator"]["version"]  # as the generator wrote it before its expert was mended
+    first.write_text(json.dumps(traj))
+    before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    lines.clear()
+    ensure_games(config, echo=lines.append)
+    assert lines == [
+        f"warning: 1 games in {target} come from an earlier version of the generator (its expert's pick_two "
+        "walkthroughs wander); move the folder away to have them generated again"
+    ]
+    assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before  # nothing is replaced
+
+
 def test_trainer_state_round_trips_and_reads_checkpoints_written_as_plain_dicts():
     state = TrainerState(
         iteration=3,
