@@ -52,7 +52,8 @@ def test_a_checkpoint_plays_by_its_runs_settings_unless_a_flag_says_otherwise(tm
     }
     settings, sources = resolve_settings(_checkpoint(tmp_path, run), NO_FLAGS | {"max_steps": 20})
     assert settings == PolicySettings("step", 1, "react", "free", 96, 0.5, 20)  # the run's eval temperature
-    assert sources == dict.fromkeys(NO_FLAGS, "checkpoint") | {"max_steps": "flag", "prompt_style": "default", "max_think_tokens": "default"}
+    defaults = {"prompt_style": "default", "max_think_tokens": "default"}
+    assert sources == dict.fromkeys(NO_FLAGS, "checkpoint") | {"max_steps": "flag"} | defaults
     assert describe_sources(settings, sources) == (
         "settings from the checkpoint: context=step history=1 output_format=react decoding=free "
         "max_new_tokens=96 temperature=0.5; from flags: max_steps=20"
