@@ -16,7 +16,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from envs.games import find_games
+from eval.results import RESULTS_FILE
 from eval.stats import mean_interval, paired_difference
+from eval.sweep import sweep
 
 if TYPE_CHECKING:
     from holderpo.config import TrainConfig
@@ -157,6 +160,41 @@ def plot_curves(
     return out_path
 
 
+def plot_success_by_exponent(rows: Sequence[MethodRow], out_path: Path) -> Path | None:
+    """Held-out success after RL against p for the methods that hold p constant (`preset@P`), with
+    their intervals over seeds; annealed methods and the others as horizontal reference lines.
+    None (nothing drawn) with fewer than two constant-p methods."""
+    constant = [(Method.parse(r.method).p, r) for r in rows]
+    points = sorted((p[0], r) for p, r in constant if p is not None and p[0] == p[1])
+    if len(points) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    xs = [p for p, _ in points]
+    ys = [100 * r.success_after for _, r in points]
+    errors = [
+        [100 * (r.success_after - r.low) if r.low is not None else 0 for _, r in points],
+        [100 * (r.high - r.success_after) if r.high is not None else 0 for _, r in points],
+    ]
+    axis.errorbar(xs, ys, yerr=errors, marker="o", capsize=4, label="constant p (95% t interval over seeds)")
+    for p, r in constant:
+        if p is None or p[0] != p[1]:
+            axis.axhline(100 * r.success_after, linestyle="--", alpha=0.6, color=f"C{1 + len(axis.lines) % 8}")
+            axis.annotate(r.method, (xs[-1], 100 * r.success_after), fontsize=8, va="bottom", ha="right")
+    axis.set_xlabel("p")
+    axis.set_ylabel("held-out success after RL (%)")
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(out_path, dpi=120)
+    plt.close(figure)
+    return out_path
+
+
 # -- running a comparison ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class Method:
@@ -198,8 +236,66 @@ class Method:
         return {"p_start": start, "p_end": end} | ({"p_schedule": "constant"} if start == end else {})
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """A second held-out set every method is scored on after RL (and every seed's starting policy
+    before it): bigger rooms, say, to see whether what a method learned carries over."""
+
+    games: str
+    episodes: int = 0  # the first N episodes (0: all)
+    max_steps: int | None = None  # None: each run's own step limit
+
+
+def score_transfer(out: Path, run_dir: Path, seed: int, transfer: Transfer, base: TrainConfig, echo) -> None:
+    """Play `transfer`'s games with the run's final policy (OUT/<run>/transfer) and, once per seed,
+    with the policy every run of that seed started from (OUT/transfer-before-s<seed>); each sweep
+    is skipped when its results are already there."""
+    from holderpo.checkpoint import MARKER
+
+    warm = sorted(out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
+    start = str(warm[0].parent) if warm else base.model  # no warm start: RL started from the model itself
+    for policy, folder in ((start, out / f"transfer-before-s{seed}"), (str(run_dir / "final"), run_dir / "transfer")):
+        if not (folder / RESULTS_FILE).exists():
+            echo(f"transfer: {policy} on {transfer.games}")
+            sweep(
+                policy,
+                transfer.games,
+                {"max_steps": transfer.max_steps},
+                seed=seed,
+                max_episodes=transfer.episodes or None,
+                num_envs=base.num_envs,
+                out=folder,
+                overwrite=True,
+                engine=base.engine,
+                echo=echo,
+            )
+
+
+def transfer_reports(out: Path, folders: Mapping[tuple[str, int], Path]) -> dict[str, list[dict]] | None:
+    """Per method, report-like records of its transfer sweeps (before and after RL, and which
+    episodes were won), as `method_rows` reads them; None until every finished run has both."""
+    reports: dict[str, list[dict]] = {}
+    for (loss, seed), folder in folders.items():
+        paths = (out / f"transfer-before-s{seed}" / RESULTS_FILE, folder / "transfer" / RESULTS_FILE)
+        if not all(path.exists() for path in paths):
+            return None
+        before, after = (json.loads(path.read_text()) for path in paths)
+        won = {e["episode_id"]: int(e["outcome"] == "won") for e in after["episode_results"]}
+        reports.setdefault(loss, []).append(
+            {
+                "config": {"seed": seed},
+                "heldout_success_before": before["success_rate"],
+                "heldout_success_after": after["success_rate"],
+                "heldout_after": {"won": won},
+            }
+        )
+    return reports
+
+
 def plan_runs(losses: str, seeds: int) -> list[tuple[str, int]]:
-    """The (method, seed) pairs of `--losses a,b,c --seeds N`, each method checked (`Method.parse`)."""
+    """The (method, seed) pairs of `--losses a,b,c --seeds N`, each method checked (`Method.parse`),
+    seed by seed: a comparison stopped part-way holds whole seeds, every method on the same ones,
+    so its table already pairs them."""
     names = [name.strip() for name in losses.split(",") if name.strip()]
     if not names:
         raise ValueError(f"--losses: expected comma-separated presets, got {losses!r}")
@@ -207,7 +303,7 @@ def plan_runs(losses: str, seeds: int) -> list[tuple[str, int]]:
         Method.parse(name)
     if seeds < 1:
         raise ValueError(f"--seeds: expected at least 1, got {seeds}")
-    return [(loss, seed) for loss in names for seed in range(seeds)]
+    return [(loss, seed) for seed in range(seeds) for loss in names]
 
 
 def method_overrides(base: TrainConfig, loss: str) -> dict[str, Any]:
@@ -281,9 +377,12 @@ def finished_runs(out: Path, plan: Sequence[tuple[str, int]]) -> dict[tuple[str,
     return {pair: folder for pair, folder in folders.items() if (folder / "report.json").exists()}
 
 
-def write_summary(out: Path, folders: Mapping[tuple[str, int], Path], planned: int) -> str:
-    """Table, numbers and curves of the runs finished so far; rewritten after every run so that
-    an interrupted comparison still shows what it has."""
+def write_summary(
+    out: Path, folders: Mapping[tuple[str, int], Path], planned: int, transfer_games: str | None = None
+) -> str:
+    """Table, numbers and curves of the runs finished so far (with `transfer_games`, a second
+    table of the transfer sweeps); rewritten after every run so that an interrupted comparison
+    still shows what it has."""
     from holderpo.run_logging import read_metrics
 
     reports, metrics = {}, {}
@@ -293,14 +392,21 @@ def write_summary(out: Path, folders: Mapping[tuple[str, int], Path], planned: i
     rows = method_rows(reports, metrics)
     befores = [r["heldout_success_before"] for runs in reports.values() for r in runs]
     table = markdown_table(rows, sum(befores) / len(befores) if None not in befores else None)
+    summary = {"rows": [row.as_dict() for row in rows]}
+    transfer = transfer_reports(out, folders) if transfer_games else None
+    if transfer:
+        transfer_rows = method_rows(transfer, metrics)
+        befores = [r["heldout_success_before"] for runs in transfer.values() for r in runs]
+        table += f"\n\nTransfer: the same policies on {transfer_games}.\n\n"
+        table += markdown_table(transfer_rows, sum(befores) / len(befores))
+        summary["transfer_rows"] = [row.as_dict() for row in transfer_rows]
     if len(folders) < planned:
         table += f"\n\nPartial: {len(folders)} of {planned} runs finished; rerun the same command to go on."
     (out / "comparison.md").write_text(table + "\n")
     runs = {f"{loss}-s{seed}": str(folder) for (loss, seed), folder in folders.items()}
-    (out / "comparison.json").write_text(
-        json.dumps({"rows": [row.as_dict() for row in rows], "runs": runs, "planned_runs": planned}, indent=2)
-    )
+    (out / "comparison.json").write_text(json.dumps(summary | {"runs": runs, "planned_runs": planned}, indent=2))
     plot_curves(metrics, out / "curves.png")
+    plot_success_by_exponent(rows, out / "success_by_p.png")
     return table
 
 
@@ -311,9 +417,11 @@ def run_comparison(
     source: str | Path | None,
     overrides: dict[str, Any],
     echo: Callable[[str], None] = print,
+    transfer: Transfer | None = None,
 ) -> str:
-    """`holderpo compare`: train every (preset, seed) pair under the config `source` plus
-    `overrides`, rewriting the summary in `out` after each run; returns the final table.
+    """`holderpo compare`: train every (method, seed) pair under the config `source` plus
+    `overrides`, rewriting the summary in `out` after each run; returns the final table. With
+    `transfer`, each run is also scored on the transfer games (`score_transfer`).
 
     Raises ComparisonStopped on Ctrl-C, after writing the summary of the runs finished so far.
     """
@@ -324,6 +432,8 @@ def run_comparison(
     if fixed:
         raise ValueError(f"{', '.join(fixed)}: compare sets these for every run; use --losses, --seeds and --out")
     base = run_config(source, overrides)
+    if transfer and not find_games(transfer.games).games:
+        raise ValueError(f"--transfer-games: no playable games in {transfer.games}")
     if not base.heldout_games:
         raise ValueError(
             "--heldout-games: compare scores every method on held-out games; give a folder of them "
@@ -334,12 +444,14 @@ def run_comparison(
         echo(line)
     try:
         for loss, seed in plan:
-            train_or_reuse(out, source, overrides | method_overrides(base, loss), loss, seed, echo)
-            table = write_summary(out, finished_runs(out, plan), len(plan))
+            run_dir = train_or_reuse(out, source, overrides | method_overrides(base, loss), loss, seed, echo)
+            if transfer:
+                score_transfer(out, run_dir, seed, transfer, base, echo)
+            table = write_summary(out, finished_runs(out, plan), len(plan), transfer and transfer.games)
     except KeyboardInterrupt:
         finished = finished_runs(out, plan)
         if finished:
-            write_summary(out, finished, len(plan))
+            write_summary(out, finished, len(plan), transfer and transfer.games)
         raise ComparisonStopped(
             f"stopped; {out / 'comparison.md'} holds the {len(finished)} finished runs; "
             "rerun the same command to continue the comparison"

@@ -35,19 +35,40 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per preset (default: 3)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="folder of the runs and the table")
+    parser.add_argument(
+        "--transfer-games",
+        default=None,
+        help="also score every run's final policy, and each seed's starting policy, on these games "
+        "(bigger rooms, say): a second table",
+    )
+    parser.add_argument(
+        "--transfer-episodes", type=int, default=0, help="the first N episodes of the transfer games (default 0: all)"
+    )
+    parser.add_argument(
+        "--transfer-max-steps", type=int, default=None, help="step limit on the transfer games (default: the run's own)"
+    )
     add_config_flags(parser)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     from agents.checkpoint_format import CheckpointError
-    from holderpo.comparison import ComparisonStopped, run_comparison
+    from holderpo.comparison import ComparisonStopped, Transfer, run_comparison
     from holderpo.config import config_overrides
     from holderpo.run_folder import check_writable_folder
 
     try:
         check_writable_folder(args.out, "--out")
-        table = run_comparison(args.losses, args.seeds, args.out, args.config, config_overrides(args))
+        if args.transfer_episodes < 0 or (args.transfer_max_steps is not None and args.transfer_max_steps < 1):
+            raise ValueError("--transfer-episodes: expected >= 0, --transfer-max-steps: expected >= 1")
+        transfer = (
+            Transfer(args.transfer_games, args.transfer_episodes, args.transfer_max_steps)
+            if args.transfer_games
+            else None
+        )
+        table = run_comparison(
+            args.losses, args.seeds, args.out, args.config, config_overrides(args), transfer=transfer
+        )
     except (ValueError, FileNotFoundError, CheckpointError) as error:
         print(visible(f"error: {error}"))
         return 2
@@ -55,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
         print(stopped)
         return 130
     print(visible(table, keep_newlines=True))
-    print(visible(f"written: {args.out / 'comparison.md'}, {args.out / 'comparison.json'}, {args.out / 'curves.png'}"))
+    written = [args.out / name for name in ("comparison.md", "comparison.json", "curves.png", "success_by_p.png")]
+    print(visible(f"written: {', '.join(str(path) for path in written if path.exists())}"))
     return 0

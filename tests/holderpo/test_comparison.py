@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,12 @@ import yaml
 
 from holderpo.comparison import (
     Method,
+    MethodRow,
     markdown_table,
     mean_curve,
     method_presets,
     method_rows,
+    plot_success_by_exponent,
     training_seconds,
     write_summary,
 )
@@ -83,6 +86,14 @@ def test_a_method_may_fix_or_anneal_its_exponent():
             Method.parse(bad)
 
 
+def test_success_by_exponent_is_drawn_for_constant_exponents_only(tmp_path):
+    row = MethodRow("holderpo@1", 3, 0.3, 0.2, 0.4, 0.1, 5.0)
+    rows = [row, replace(row, method="holderpo@-1", success_after=0.25), replace(row, method="grpo", low=None)]
+    assert plot_success_by_exponent(rows, tmp_path / "p.png") == tmp_path / "p.png"
+    assert (tmp_path / "p.png").stat().st_size > 0
+    assert plot_success_by_exponent(rows[1:], tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+
+
 def _compare(*args, timeout=900):
     return subprocess.run(
         [sys.executable, "-m", "holderpo.cli", "compare", *args],
@@ -122,6 +133,12 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
         "2",
         "--out",
         str(out),
+        "--transfer-games",
+        str(FIXTURE_GAMES / "train"),
+        "--transfer-episodes",
+        "2",
+        "--transfer-max-steps",
+        "4",
         *run_flags(
             TEST_RUN_OPTIONS
             | {
@@ -166,12 +183,23 @@ def test_small_comparison_writes_table_and_curves_then_reuses_runs(tiny_model_di
     assert "| holderpo@2..-2 | 2 |" in (out / "comparison.md").read_text() and (out / "curves.png").stat().st_size > 0
     assert "Partial" not in (out / "comparison.md").read_text()
     assert json.loads((out / "comparison.json").read_text())["planned_runs"] == 4
+    # transfer: each seed's starting policy once, each run's final policy, on other games
+    assert sorted(p.name for p in out.glob("transfer-before-s*")) == ["transfer-before-s0", "transfer-before-s1"]
+    assert result.stdout.count("transfer: ") == 6
+    for name in ("holderpo@2..-2-s0", "grpo-s1"):
+        results = json.loads((out / name / "transfer" / "results.json").read_text())
+        assert results["episodes"] == 2 and results["max_steps"] == 4 and results["policy"] == str(out / name / "final")
+    transfer_rows = json.loads((out / "comparison.json").read_text())["transfer_rows"]
+    assert [(r["method"], r["seeds"]) for r in transfer_rows] == [("holderpo@2..-2", 2), ("grpo", 2)]
+    assert f"Transfer: the same policies on {FIXTURE_GAMES / 'train'}" in (out / "comparison.md").read_text()
     again = _compare(*options)
     assert again.returncode == 0 and again.stdout.count("already finished: reused") == 4
+    assert "transfer: " not in again.stdout  # every sweep's results are reused
     # the summary written while a comparison is under way: the runs so far, marked partial
-    some = {(name.split("-")[0], int(name[-1])): out / name for name in ("holderpo-s0", "holderpo-s1", "grpo-s0")}
+    names = ("holderpo@2..-2-s0", "holderpo@2..-2-s1", "grpo-s0")
+    some = {(name.rsplit("-s", 1)[0], int(name[-1])): out / name for name in names}
     table = write_summary(out, some, planned=4)
     assert "| holderpo@2..-2 | 2 |" in table and "| grpo | 1 |" in table and "Partial: 3 of 4 runs finished" in table
-    seed0 = json.loads((out / "holderpo-s0" / "report.json").read_text())["heldout_after"]["won"]
+    seed0 = json.loads((out / "holderpo@2..-2-s0" / "report.json").read_text())["heldout_after"]["won"]
     grpo_row = json.loads((out / "comparison.json").read_text())["rows"][1]
     assert grpo_row["difference"]["n"] == len(seed0)  # paired on the held-out episodes of seed 0 only
