@@ -40,11 +40,11 @@ def test_yaml_and_flags_only_override(tmp_path):
 
 
 def test_an_unknown_config_name_lists_the_shipped_ones():
-    assert shipped_configs() == ["debug_cpu", "paper_alfworld_gpu"]
+    assert shipped_configs() == ["debug_cpu", "paper_alfworld_gpu", "reasoning_cpu"]
     with pytest.raises(
         ValueError,
         match=r"--config: expected a YAML file or a shipped config name among "
-        r"\['debug_cpu', 'paper_alfworld_gpu'\], got 'paper_gpu'",
+        r"\['debug_cpu', 'paper_alfworld_gpu', 'reasoning_cpu'\], got 'paper_gpu'",
     ):
         load_config("paper_gpu")
 

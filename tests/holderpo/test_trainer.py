@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from holderpo.checkpoint import CheckpointError, load_trainer_state
@@ -376,6 +377,29 @@ name: embedded
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 1 and metrics[0]["update/steps"] > 0 and "loss/kl" in metrics[0]
     assert (run / "final" / "holderpo_checkpoint.json").exists()
+
+
+def test_the_reasoning_config_trains_on_thoughts_and_its_transcripts_show_them(tiny_model_dir, tmp_path):
+    # the shipped reasoning_cpu config, shrunk: a warm start with thoughts, then RL on free thoughts
+    args = _args(tiny_model_dir, tmp_path, "think", **{"iterations": 1, "sft-epochs": 1, "finetune": "top"})
+    result = _train("--config", "reasoning_cpu", *args, "--top-layers", "1", "--kl-coef", "0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = tmp_path / "think"
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert (config["output_format"], config["sft_thoughts"], config["loss_tokens"]) == ("react", True, "response")
+    episodes = [json.loads(line) for line in (run / "transcripts" / "train.jsonl").read_text().splitlines()]
+    turns = [turn for episode in episodes for turn in episode["turns"]]
+    assert turns and all(turn["thought"] and turn["status"] == "admissible" for turn in turns)
+    (metrics,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert metrics["exponent/tokens"] > 10  # whole responses, thought and action, are in the loss
+    shown = subprocess.run(
+        [sys.executable, "-m", "holderpo.cli", "replay", str(run / "transcripts" / "train.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert shown.returncode == 0 and shown.stdout.count("thought:") >= len(turns) // 2, shown.stdout[-2000:]
 
 
 def test_interrupted_game_generation_is_redone_not_reused(tmp_path, monkeypatch):
