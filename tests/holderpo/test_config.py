@@ -143,6 +143,8 @@ def test_a_shipped_config_loads_by_name_from_an_installed_wheel(tmp_path):
         ({"invalid_penalty_mode": "step"}, "expected --grpo-statistics steps"),
         ({"prompt_style": "verl_agent", "output_format": "action"}, "--prompt-style verl_agent"),
         ({"engine_workers": 2}, "--engine-workers 2: engine workers hold vLLM engines, expected --engine vllm"),
+        ({"sft_thoughts": True}, "--sft-thoughts: demonstrations think in the react format, expected --output-format"),
+        ({"max_think_tokens": 0}, "--max-think-tokens: expected a positive integer, got 0"),
     ],
 )
 def test_recipe_options_that_do_not_fit_together_are_refused(options, message):
