@@ -22,11 +22,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-# what each transforming task does to its object, and where (alfworld's goal rules)
+# what each transforming task does to its object, and where (alfworld's goal rules; a room
+# without a sink basin has its object cleaned in the bathtub basin)
 TRANSFORMS = {
-    "pick_heat_then_place_in_recep": ("heat", "heated", "microwave"),
-    "pick_cool_then_place_in_recep": ("cool", "cooled", "fridge"),
-    "pick_clean_then_place_in_recep": ("clean", "cleaned", "sinkbasin"),
+    "pick_heat_then_place_in_recep": ("heat", "heated", ("microwave",)),
+    "pick_cool_then_place_in_recep": ("cool", "cooled", ("fridge",)),
+    "pick_clean_then_place_in_recep": ("clean", "cleaned", ("sinkbasin", "bathtubbasin")),
 }
 # receptacle classes an object goes "in" (the others it goes "on")
 CONTAINERS = {
@@ -171,7 +172,7 @@ def _still_to_do(goal: Goal, memory: EpisodeMemory, thing: str) -> str:
     """What comes after taking `thing`: transforming it, putting it, or the lamp."""
     transform = TRANSFORMS.get(goal.task_type)
     if transform and thing not in memory.transformed:
-        return f"{transform[0]} it with {_a(transform[2])}"
+        return f"{transform[0]} it with {_a(transform[2][0])}"
     if goal.task_type == "look_at_obj_in_light":
         return f"look at it under {_a(goal.destination)}"
     return f"put it {_into(goal.destination)} {_a(goal.destination)}"
@@ -220,7 +221,7 @@ def _go(goal: Goal, memory: EpisodeMemory, place: str, rng: random.Random) -> st
 def _go_with_target(goal: Goal, memory: EpisodeMemory, place: str, rng: random.Random) -> str:
     holding = memory.holding
     transform = TRANSFORMS.get(goal.task_type)
-    if transform and holding not in memory.transformed and _class(place) == transform[2]:
+    if transform and holding not in memory.transformed and _class(place) in transform[2]:
         return _pick(
             rng,
             "I have the {h}. It must be {done} first, with the {p}.",

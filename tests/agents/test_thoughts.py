@@ -90,6 +90,10 @@ def test_memory_reads_what_was_seen_taken_and_put():
     goal = Goal("put two cup in fridge", "pick_two_obj_and_place", "cup", "fridge", 2)
     thought = demonstration_thought(goal, memory, "go to countertop 1", random.Random(0))
     assert "cup 1" in thought and "countertop 1" in thought
+    cleaning = Goal("clean some cloth and put it in cabinet", "pick_clean_then_place_in_recep", "cloth", "cabinet")
+    holding = EpisodeMemory(holding="cloth 1")
+    for basin in ("sinkbasin 1", "bathtubbasin 1"):  # a room without a sink cleans in the bathtub
+        assert "cleaned" in demonstration_thought(cleaning, holding, f"go to {basin}", random.Random(0))
     nothing_happened = EpisodeMemory.replay((("intro", "take cup 9 from fridge 1"),), "Nothing happens.")
     assert nothing_happened.holding == ""
 
