@@ -245,15 +245,19 @@ class Transfer:
     episodes: int = 0  # the first N episodes (0: all)
     max_steps: int | None = None  # None: each run's own step limit
 
+    def __post_init__(self):
+        if self.episodes < 0:
+            raise ValueError(f"--transfer-episodes: expected >= 0 (0: all), got {self.episodes}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--transfer-max-steps: expected >= 1, got {self.max_steps}")
+
 
 def score_transfer(out: Path, run_dir: Path, seed: int, transfer: Transfer, base: TrainConfig, echo) -> None:
     """Play `transfer`'s games with the run's final policy (OUT/<run>/transfer) and, once per seed,
     with the policy every run of that seed started from (OUT/transfer-before-s<seed>); each sweep
     is skipped when its results are already there."""
-    from holderpo.checkpoint import MARKER
-
-    warm = sorted(out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
-    start = str(warm[0].parent) if warm else base.model  # no warm start: RL started from the model itself
+    warm = seed_warm_start(out, seed)
+    start = str(warm) if warm else base.model  # no warm start: RL started from the model itself
     for policy, folder in ((start, out / f"transfer-before-s{seed}"), (str(run_dir / "final"), run_dir / "transfer")):
         if not (folder / RESULTS_FILE).exists():
             echo(f"transfer: {policy} on {transfer.games}")
@@ -338,6 +342,15 @@ def settings_lines(base: TrainConfig, losses: Sequence[str]) -> list[str]:
     return lines
 
 
+def seed_warm_start(out: Path, seed: int) -> Path | None:
+    """The warm-start checkpoint a method's run of `seed` made in OUT (the one every run of that
+    seed starts RL from), or None while there is none."""
+    from holderpo.checkpoint import MARKER
+
+    warm = sorted(out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
+    return warm[0].parent if warm else None
+
+
 def train_or_reuse(
     out: Path,
     source: str | Path | None,
@@ -348,7 +361,6 @@ def train_or_reuse(
 ) -> Path:
     """Run `loss` with `seed` in OUT/<loss>-s<seed>: reused when finished, resumed when
     interrupted, and started from the seed's warm-start checkpoint where another method made one."""
-    from holderpo.checkpoint import MARKER
     from holderpo.report import report_lines
     from holderpo.run_folder import run_config, start_run
 
@@ -358,11 +370,10 @@ def train_or_reuse(
         return run_dir
     resume = run_dir if (run_dir / "checkpoints").is_dir() else None
     overrides = overrides | {"seed": seed, "name": run_dir.name, "runs_dir": str(out)}
-    warm = sorted(out.glob(f"*-s{seed}/checkpoints/iter_0000/{MARKER}"))
     trainer = start_run(
         run_config(None if resume else source, overrides, resume),
         resume,
-        warm[0].parent if warm and not resume else None,
+        None if resume else seed_warm_start(out, seed),
     )
     report = trainer.train()
     if not report:

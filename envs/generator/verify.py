@@ -1,12 +1,11 @@
 """Playing candidate games with alfworld's experts on textworld's PDDL engine.
 
-A game is kept only if alfworld's handcoded expert wins it (its commands become the stored
-walkthrough, as `alfworld-generate` does); on a sample, alfworld's planner expert
-(fast-downward) must win it too. Both run as alfworld wires them, PddlEnv -> AlfredDemangler ->
-AlfredInfos -> the expert, which is `envs.expert`'s (alfworld's handcoded expert with its
-put-tracking mended, facts sorted so that its walkthrough does not depend on Python's string
-hashing). The PDDL engine is our fast one
-(`envs.fast_engine`, byte-identical outputs to textworld's, many times quicker) where the
+A game is kept only if the handcoded expert wins it (its commands become the stored walkthrough,
+as `alfworld-generate` does); on a sample, alfworld's planner expert (fast-downward) must win it
+too. Both run as alfworld wires them, PddlEnv -> AlfredDemangler -> AlfredInfos -> the expert;
+the handcoded one is `envs.expert`'s (alfworld's, its put-tracking mended, its facts sorted so
+that its walkthrough does not depend on Python's string hashing). The PDDL engine is our fast
+one (`envs.fast_engine`, byte-identical outputs to textworld's, many times quicker) where the
 installed textworld is supported.
 """
 

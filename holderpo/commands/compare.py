@@ -59,8 +59,6 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         check_writable_folder(args.out, "--out")
-        if args.transfer_episodes < 0 or (args.transfer_max_steps is not None and args.transfer_max_steps < 1):
-            raise ValueError("--transfer-episodes: expected >= 0, --transfer-max-steps: expected >= 1")
         transfer = (
             Transfer(args.transfer_games, args.transfer_episodes, args.transfer_max_steps)
             if args.transfer_games

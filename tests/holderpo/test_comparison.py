@@ -12,6 +12,7 @@ import yaml
 from holderpo.comparison import (
     Method,
     MethodRow,
+    Transfer,
     markdown_table,
     mean_curve,
     method_presets,
@@ -84,6 +85,13 @@ def test_a_method_may_fix_or_anneal_its_exponent():
     for bad in ("holderpo@", "holderpo@nan", "holderpo@1..2..3", "holderpo@inf"):
         with pytest.raises(ValueError, match="expected holderpo@P"):
             Method.parse(bad)
+
+
+def test_transfer_settings_are_checked_by_name():
+    with pytest.raises(ValueError, match="--transfer-episodes: expected >= 0"):
+        Transfer("games/small/valid", episodes=-1)
+    with pytest.raises(ValueError, match="--transfer-max-steps: expected >= 1, got 0"):
+        Transfer("games/small/valid", max_steps=0)
 
 
 def test_success_by_exponent_is_drawn_for_constant_exponents_only(tmp_path):
